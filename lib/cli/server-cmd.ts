@@ -1,0 +1,171 @@
+// `node bin/main server ...` and `node bin/main cluster ...` (PROTOCOL §1). Flags are checked in
+// one place with one precise message per bad flag (STYLE §6.10).
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import type { FsyncMode } from '../io/disk-log';
+import { createLogger, isLogLevel, type Logger } from '../io/logger';
+import { LatchkeyNode, type NodeOptions } from '../io/node';
+
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+export interface HostPort { host: string; port: number }
+
+export function parseHostPort(flag: string, value: string): HostPort {
+  const at = value.lastIndexOf(':');
+  const host = at > 0 ? value.slice(0, at).replace(/^\[(.*)\]$/, '$1') : '';
+  const port = Number(value.slice(at + 1));
+  if (at <= 0 || host === '' || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new UsageError(`${flag} must be HOST:PORT (got '${value}')`);
+  }
+  return { host, port };
+}
+
+function parsePeers(value: string): Map<string, HostPort> {
+  const peers = new Map<string, HostPort>();
+  for (const item of value.split(',')) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--peers must be ID=HOST:PORT,... (got '${item}')`);
+    const id = item.slice(0, eq);
+    if (peers.has(id)) throw new UsageError(`--peers names ${id} twice`);
+    peers.set(id, parseHostPort(`--peers ${id}`, item.slice(eq + 1)));
+  }
+  return peers;
+}
+
+function positiveInt(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`${flag} must be a positive whole number of milliseconds (got '${value}')`);
+  return n;
+}
+
+const serverFlags: FlagSpec = {
+  id: { type: 'string' },
+  listen: { type: 'string' },
+  peers: { type: 'string' },
+  data: { type: 'string' },
+  http: { type: 'string' },
+  grpc: { type: 'string' },
+  'heartbeat-ms': { type: 'string' },
+  'election-timeout-ms': { type: 'string' },
+  'session-ttl-ms': { type: 'string' },
+  fsync: { type: 'string' },
+  'log-level': { type: 'string' },
+  'auth-token-file': { type: 'string' },
+  'cluster-secret-file': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  'tls-ca': { type: 'string' },
+};
+
+type FlagSpec = Record<string, { type: 'string' | 'boolean' }>;
+type FlagValues = Record<string, string | boolean | undefined>;
+
+function parse(argv: string[], options: FlagSpec): { values: FlagValues } {
+  try {
+    return { values: parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as FlagValues };
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+/** Timing, durability and logging flags shared by `server` and `cluster`. */
+function commonOptions(values: Record<string, string | boolean | undefined>): Pick<NodeOptions, 'fsync' | 'heartbeatMs' | 'electionTimeoutMs' | 'sessionTtlMs'> & { logLevel: string } {
+  const heartbeatMs = positiveInt('--heartbeat-ms', values['heartbeat-ms'] as string | undefined, 50);
+  const electionTimeoutMs = positiveInt('--election-timeout-ms', values['election-timeout-ms'] as string | undefined, 300);
+  const sessionTtlMs = positiveInt('--session-ttl-ms', values['session-ttl-ms'] as string | undefined, 10000);
+  if (electionTimeoutMs <= heartbeatMs) throw new UsageError('--election-timeout-ms must be greater than --heartbeat-ms');
+  if (sessionTtlMs < 100) throw new UsageError('--session-ttl-ms must be at least 100');
+  const fsync = (values['fsync'] as string | undefined) ?? 'batch';
+  if (fsync !== 'always' && fsync !== 'batch' && fsync !== 'never') throw new UsageError(`--fsync must be always, batch or never (got '${fsync}')`);
+  const logLevel = (values['log-level'] as string | undefined) ?? 'info';
+  if (!isLogLevel(logLevel)) throw new UsageError(`--log-level must be debug, info, warn, error or silent (got '${logLevel}')`);
+  for (const flag of ['grpc', 'auth-token-file', 'cluster-secret-file', 'tls-cert', 'tls-key', 'tls-ca']) {
+    if (values[flag] !== undefined) throw new UsageError(`--${flag} is not supported by this build yet`);
+  }
+  return { fsync: fsync as FsyncMode, heartbeatMs, electionTimeoutMs, sessionTtlMs, logLevel };
+}
+
+export function parseServerArgs(argv: string[]): NodeOptions {
+  const { values } = parse(argv, serverFlags);
+  for (const flag of ['id', 'listen', 'peers', 'data'] as const) {
+    if (values[flag] === undefined) throw new UsageError(`--${flag} is required`);
+  }
+  const id = values['id'] as string;
+  const peers = parsePeers(values['peers'] as string);
+  if (!peers.has(id)) throw new UsageError(`--peers must list this node (${id})`);
+  if (peers.size > 1) {
+    throw new UsageError('replication is not built yet: --peers must list only this node');
+  }
+  const common = commonOptions(values);
+  return {
+    id,
+    listen: parseHostPort('--listen', values['listen'] as string),
+    peers,
+    dataDir: path.resolve(values['data'] as string),
+    ...(values['http'] === undefined ? {} : { http: parseHostPort('--http', values['http'] as string) }),
+    ...common,
+    logger: createLogger(common.logLevel as never, { node: id }),
+  };
+}
+
+/** Runs a node until SIGTERM or SIGINT, then stops it cleanly. */
+export async function runUntilSignal(nodes: LatchkeyNode[], logger: Logger): Promise<number> {
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      logger.info('signal', { signal });
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+      resolve();
+    };
+    const onInt = (): void => stop('SIGINT');
+    const onTerm = (): void => stop('SIGTERM');
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+  });
+  await Promise.all(nodes.map((node) => node.stop()));
+  return 0;
+}
+
+export async function runServer(argv: string[]): Promise<number> {
+  const options = parseServerArgs(argv);
+  const node = new LatchkeyNode(options);
+  await node.start();
+  return runUntilSignal([node], options.logger);
+}
+
+export async function runCluster(argv: string[]): Promise<number> {
+  const { values } = parse(argv, {
+    ...serverFlags, nodes: { type: 'string' }, 'base-port': { type: 'string' }, host: { type: 'string' },
+    'http-base-port': { type: 'string' },
+  });
+  const nodes = positiveInt('--nodes', values['nodes'] as string | undefined, 3);
+  const basePort = positiveInt('--base-port', values['base-port'] as string | undefined, 7001);
+  const host = (values['host'] as string | undefined) ?? '127.0.0.1';
+  const dataDir = path.resolve((values['data'] as string | undefined) ?? path.join(os.tmpdir(), `latchkey-cluster-${basePort}`));
+  const common = commonOptions(values);
+  const logger = createLogger(common.logLevel as never, {});
+  if (nodes !== 1) {
+    // Until replication lands, N independent single-node processes would each grant the same
+    // lock: that is not a cluster. Start one node and say so.
+    process.stdout.write(`note: replication is not built yet; starting 1 node instead of ${nodes}\n`);
+  }
+  const id = 'n1';
+  const node = new LatchkeyNode({
+    id,
+    listen: { host, port: basePort },
+    peers: new Map([[id, { host, port: basePort }]]),
+    dataDir: path.join(dataDir, id),
+    ...(values['http-base-port'] === undefined ? {} : { http: { host, port: positiveInt('--http-base-port', values['http-base-port'] as string, 8001) } }),
+    ...common,
+    logger: logger.child({ node: id }),
+  });
+  await node.start();
+  const { client, http } = node.addresses;
+  process.stdout.write(`${id} listening on ${client?.host}:${client?.port}${http ? ` (http ${http.host}:${http.port})` : ''}, data ${path.join(dataDir, id)}\n`);
+  process.stdout.write(`try: node bin/main client --server ${client?.host}:${client?.port}\n`);
+  return runUntilSignal([node], logger);
+}

@@ -1,0 +1,49 @@
+// What every front door (TCP NDJSON, HTTP, later gRPC) talks to. Front doors only translate
+// bytes to validated requests and answers back to bytes; the node owns the semantics.
+import type { Request, RequestId } from '../protocol/schemas';
+import type { Answer } from '../protocol/answers';
+
+/** A success or error answer without its `id`; the front door adds the id it needs. */
+export type { Answer };
+
+/** An event pushed to a connection (PROTOCOL §3: lines with `event` and no `id`). */
+export interface PushEvent {
+  event: string;
+  [field: string]: unknown;
+}
+
+/**
+ * One client connection as the node sees it. `kind: 'http'` connections are connectionless:
+ * each HTTP request gets a fresh one, and sessions opened over HTTP live by `ttl_ms` alone.
+ */
+export interface ClientConnection {
+  readonly kind: 'tcp' | 'http';
+  /** Answer to the request that carried `id`. */
+  answer(id: RequestId | null, answer: Answer): void;
+  /** An event with no id. HTTP connections drop these. */
+  push(event: PushEvent): void;
+}
+
+export interface StatusInfo {
+  node: string;
+  role: 'leader' | 'follower' | 'candidate';
+  term: number;
+  leader: string | null;
+  commit_index: number;
+  members: string[];
+}
+
+export interface RequestSink {
+  /** A new connection arrived; returns its handle for later calls. */
+  open(connection: ClientConnection): ConnectionHandle;
+  status(): StatusInfo;
+  /** True while the node serves requests (not shutting down). */
+  readonly serving: boolean;
+}
+
+export interface ConnectionHandle {
+  /** A request that already passed schema validation. */
+  request(request: Request): void;
+  /** The connection closed (or, for HTTP, the exchange ended). */
+  close(): void;
+}

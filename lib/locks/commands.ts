@@ -1,0 +1,60 @@
+// Commands are what goes into the replicated log (DESIGN §1). Only the node that accepts a
+// request turns it into a command, and it stamps every command with the cluster time `at`.
+// `apply` takes nothing else from the outside world: no clock, no randomness, no I/O.
+
+/** The connection a session is bound to: `node/boot/seq` for TCP, null for HTTP (connectionless). */
+export type ConnId = string | null;
+
+interface Stamped {
+  /** Cluster time in ms when the command was proposed (never decreases along the log). */
+  at: number;
+  /** `node#seq` of the node that accepted the request, so that node can match the applied
+   *  entry to the client waiting for it (DESIGN §5). Ignored by apply. */
+  origin?: string;
+}
+
+interface FromClient extends Stamped {
+  client: string;
+  conn: ConnId;
+  /** request_id for exactly-once effects (PROTOCOL §4 "Retries are applied once"). */
+  req?: string;
+}
+
+/**
+ * Opens a session, updates its settings, or moves it to a new connection. `implicit` is set
+ * when the node opens a session for a first request that was not a `hello`: it then never
+ * overrides the settings of an existing session. `resume` is the token the client presented;
+ * `fresh` is the new secret the node drew for a new session (randomness stays outside apply).
+ */
+export interface HelloCommand extends Stamped {
+  type: 'hello';
+  client: string;
+  conn: ConnId;
+  ttlMs: number;
+  graceMs: number;
+  implicit: boolean;
+  resume?: string;
+  fresh: string;
+}
+
+export interface PreemptCommand extends FromClient { type: 'preempt'; lock: string; leaseMs?: number }
+export interface AcquireCommand extends FromClient { type: 'acquire'; lock: string; timeoutMs?: number; leaseMs?: number }
+export interface ReleaseCommand extends FromClient { type: 'release'; lock: string; token?: number }
+export interface AppendCommand extends FromClient { type: 'append'; lock: string; token: number; file: string; data: string }
+export interface ByeCommand extends FromClient { type: 'bye' }
+
+/** Keepalives (and reads from a session's connection) seen since the last flush, in one entry. */
+export interface TouchCommand extends Stamped { type: 'touch'; clients: string[] }
+/** The node holding a connection saw it close. */
+export interface DisconnectedCommand extends Stamped { type: 'disconnected'; client: string; conn: string }
+/** Advances cluster time so that due deadlines fire even when nothing else happens. */
+export interface TickCommand extends Stamped { type: 'tick' }
+
+export type Command =
+  | HelloCommand | PreemptCommand | AcquireCommand | ReleaseCommand | AppendCommand | ByeCommand
+  | TouchCommand | DisconnectedCommand | TickCommand;
+
+export type CommandType = Command['type'];
+
+/** Commands that carry a request_id and whose answers are remembered per session. */
+export type DedupCommand = PreemptCommand | AcquireCommand | ReleaseCommand | AppendCommand | ByeCommand;
