@@ -314,8 +314,12 @@ function applyAppend(state: LockState, command: AppendCommand): Answer {
     file = { chunks: [], sizeBytes: 0 };
     state.files.set(command.file, file);
   }
-  file.chunks.push(command.data);
-  file.sizeBytes += utf8ByteLength(command.data);
+  // Each append stands alone: a lone surrogate (JSON allows "\ud83d") becomes U+FFFD, as it does
+  // when written to disk, so two halves of a pair sent in two appends never fuse into one
+  // character and `size` always equals the bytes a read returns.
+  const data = (command.data as string & { toWellFormed(): string }).toWellFormed();
+  file.chunks.push(data);
+  file.sizeBytes += utf8ByteLength(data);
   return okAnswer({ file: command.file, size: file.sizeBytes });
 }
 
