@@ -262,7 +262,7 @@ function applyAcquire(state: LockState, session: Session, command: AcquireComman
   const queued = lock.waiters.get(session.client);
   if (queued !== undefined) {
     // Already waiting: this acquire shares the queue position (it is not a second hold).
-    if (command.req !== undefined) queued.reqs.push(command.req);
+    if (command.req !== undefined && !queued.reqs.includes(command.req)) queued.reqs.push(command.req);
     return null;
   }
   if (command.timeoutMs === 0) return errorAnswer('timeout', `${command.lock} is held by ${lock.owner}`);
