@@ -97,9 +97,6 @@ export function parseServerArgs(argv: string[]): NodeOptions {
   const id = values['id'] as string;
   const peers = parsePeers(values['peers'] as string);
   if (!peers.has(id)) throw new UsageError(`--peers must list this node (${id})`);
-  if (peers.size > 1) {
-    throw new UsageError('replication is not built yet: --peers must list only this node');
-  }
   const common = commonOptions(values);
   return {
     id,
@@ -146,26 +143,31 @@ export async function runCluster(argv: string[]): Promise<number> {
   const basePort = positiveInt('--base-port', values['base-port'] as string | undefined, 7001);
   const host = (values['host'] as string | undefined) ?? '127.0.0.1';
   const dataDir = path.resolve((values['data'] as string | undefined) ?? path.join(os.tmpdir(), `latchkey-cluster-${basePort}`));
+  if (nodes > 7) throw new UsageError('--nodes is at most 7');
   const common = commonOptions(values);
   const logger = createLogger(common.logLevel as never, {});
-  if (nodes !== 1) {
-    // Until replication lands, N independent single-node processes would each grant the same
-    // lock: that is not a cluster. Start one node and say so.
-    process.stdout.write(`note: replication is not built yet; starting 1 node instead of ${nodes}\n`);
+  const httpBase = values['http-base-port'] === undefined ? null : positiveInt('--http-base-port', values['http-base-port'] as string, 8001);
+  // N nodes in this one process, each on its own port and data dir, talking over real sockets.
+  const peers = new Map<string, HostPort>();
+  for (let i = 1; i <= nodes; i++) peers.set(`n${i}`, { host, port: basePort + i - 1 });
+  const started: LatchkeyNode[] = [];
+  for (const [id, address] of peers) {
+    const index = Number(id.slice(1)) - 1;
+    const node = new LatchkeyNode({
+      id,
+      listen: address,
+      peers,
+      dataDir: path.join(dataDir, id),
+      ...(httpBase === null ? {} : { http: { host, port: httpBase + index } }),
+      ...common,
+      logger: logger.child({ node: id }),
+    });
+    await node.start();
+    started.push(node);
+    const { client, http } = node.addresses;
+    process.stdout.write(`${id} listening on ${client?.host}:${client?.port}${http ? ` (http ${http.host}:${http.port})` : ''}, data ${path.join(dataDir, id)}\n`);
   }
-  const id = 'n1';
-  const node = new LatchkeyNode({
-    id,
-    listen: { host, port: basePort },
-    peers: new Map([[id, { host, port: basePort }]]),
-    dataDir: path.join(dataDir, id),
-    ...(values['http-base-port'] === undefined ? {} : { http: { host, port: positiveInt('--http-base-port', values['http-base-port'] as string, 8001) } }),
-    ...common,
-    logger: logger.child({ node: id }),
-  });
-  await node.start();
-  const { client, http } = node.addresses;
-  process.stdout.write(`${id} listening on ${client?.host}:${client?.port}${http ? ` (http ${http.host}:${http.port})` : ''}, data ${path.join(dataDir, id)}\n`);
-  process.stdout.write(`try: node bin/main client --server ${client?.host}:${client?.port}\n`);
-  return runUntilSignal([node], logger);
+  const servers = [...peers.values()].map((a) => `${a.host}:${a.port}`).join(',');
+  process.stdout.write(`try: node bin/main client --server ${servers}\n`);
+  return runUntilSignal(started, logger);
 }

@@ -8,6 +8,9 @@ import { LineSplitter } from '../protocol/ndjson';
 import { validateRequest, type RequestId } from '../protocol/schemas';
 import type { ClientConnection, ConnectionHandle, PushEvent, RequestSink } from './front-door';
 import type { Logger } from './logger';
+import { peerHelloPrefix } from './peer-transport';
+
+const peerHello = Buffer.from(peerHelloPrefix, 'utf8');
 
 export interface ClientListenerOptions {
   host: string;
@@ -17,6 +20,9 @@ export interface ClientListenerOptions {
   /** Called after a batch of requests was handed to the sink (the node flushes then). */
   onBatch?: () => void;
   onAnswer?: (action: string | undefined, code: string) => void;
+  /** A connection that opened with a peer hello: the peer transport takes the socket over.
+   *  Peer and client connections share the port but nothing else. */
+  onPeer?: (socket: net.Socket, head: Buffer) => void;
 }
 
 export interface ClientListener {
@@ -70,6 +76,29 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
   const server = net.createServer((socket) => {
     sockets.add(socket);
     socket.setNoDelay(true);
+    if (options.onPeer === undefined) {
+      serveClient(socket);
+      return;
+    }
+    // Decide from the first bytes whether this is a peer or a client.
+    let head: Buffer = Buffer.alloc(0);
+    const onFirst = (chunk: Buffer): void => {
+      head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
+      const decided = head.length >= peerHello.length || head.includes(10);
+      if (!decided) return;
+      socket.off('data', onFirst);
+      if (head.subarray(0, peerHello.length).equals(peerHello)) {
+        sockets.delete(socket);
+        options.onPeer?.(socket, head);
+      } else {
+        serveClient(socket, head);
+      }
+    };
+    socket.on('data', onFirst);
+    socket.on('error', () => undefined);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  const serveClient = (socket: net.Socket, head?: Buffer): void => {
     const connection = new TcpConnection(socket);
     const handle: ConnectionHandle = sink.open(connection);
     const splitter = new LineSplitter(frameBytesMax);
@@ -81,7 +110,7 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
       handle.close();
       options.onBatch?.();
     };
-    socket.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer): void => {
       splitter.push(chunk, (frame) => {
         if (frame.kind === 'too_large') {
           connection.answer(null, errorAnswer('frame_too_large', `a line is limited to ${frameBytesMax} bytes`));
@@ -106,10 +135,12 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
         handle.request(result.request);
       });
       options.onBatch?.();
-    });
+    };
+    socket.on('data', onData);
     socket.on('error', (err) => logger.debug('client_socket_error', { error: err.message }));
     socket.on('close', onClose);
-  });
+    if (head !== undefined) onData(head);
+  };
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => {

@@ -17,9 +17,19 @@ export class FileStore {
 
   constructor(private readonly dir: string, private readonly logger: Logger) {}
 
+  /** Makes the directory hold exactly `files` (the state restored from a snapshot, or empty):
+   *  every entry applied after that appends again, so the copies end up equal to the state. */
   async init(files: Iterable<[string, string]>): Promise<void> {
+    await this.drain();
     await fs.mkdir(this.dir, { recursive: true });
-    for (const [name, data] of files) await writeFileAtomic(this.pathOf(name), data);
+    const keep = new Set<string>();
+    for (const [name, data] of files) {
+      keep.add(fileNameOnDisk(name));
+      await writeFileAtomic(this.pathOf(name), data);
+    }
+    for (const entry of await fs.readdir(this.dir)) {
+      if (!keep.has(entry)) await fs.rm(path.join(this.dir, entry), { force: true, recursive: true });
+    }
   }
 
   append(name: string, data: string): void {

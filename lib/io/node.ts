@@ -1,24 +1,33 @@
 // One latchkey node: the thin shell around the replica. It owns the clock, the timers, the disk
-// log and the front doors, and runs the one loop of DESIGN §7 / STYLE §6:
-//   requests -> replica proposals -> one write + fsync for the whole batch (group commit)
-//   -> apply in log order -> answers.
-// Everything proposed while a flush is running goes into the next single write + fsync, so an
-// answer never leaves before the fsync that covers its entry.
+// and the sockets, and runs the one loop of DESIGN §7 / STYLE §6:
+//   replica.takeReady() -> send the leader's appends at once -> persist term/vote, snapshot and
+//   entries with one write + fsync (group commit) -> replica.afterPersist() applies committed
+//   entries and answers clients -> send the messages that had to wait for the disk.
+// Everything that arrives while a persist runs goes into the next one, so an answer never
+// leaves before the fsync that covers its entry, on this node and (through the majority rule)
+// on the others.
 import { randomUUID } from 'node:crypto';
+import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { Prng } from '../core/prng';
 import type { Command } from '../locks/commands';
-import type { Request } from '../protocol/schemas';
-import { Replica, type ConnState } from '../replica/replica';
+import type { Entry, Snapshot } from '../raft/messages';
+import type { Ready } from '../raft/raft';
+import type { Request, RequestId } from '../protocol/schemas';
+import type { Answer } from '../protocol/answers';
+import { Replica, type ConnState, type NodeReady } from '../replica/replica';
+import type { PeerMessage } from '../replica/peer-messages';
+import { writeFileAtomic } from './atomic-file';
 import { startClientListener, type ClientListener } from './client-listener';
 import { DiskLog, type FsyncMode, type LogEntry } from './disk-log';
 import { FileStore } from './file-store';
-import type { Answer } from '../protocol/answers';
 import type { ClientConnection, ConnectionHandle, PushEvent, RequestSink, StatusInfo } from './front-door';
+import { readHardState, writeHardState } from './hard-state';
 import { startHttpListener } from './http-listener';
 import type { Logger } from './logger';
 import { Metrics } from './metrics';
-import type { RequestId } from '../protocol/schemas';
+import { PeerTransport } from './peer-transport';
 
 export interface NodeOptions {
   id: string;
@@ -31,23 +40,25 @@ export interface NodeOptions {
   heartbeatMs: number;
   electionTimeoutMs: number;
   sessionTtlMs: number;
+  /** Compact the log into a snapshot after this many entries (default 20000). */
+  snapshotEveryEntries?: number;
   logger: Logger;
 }
-
-const term = 1;
 
 export class LatchkeyNode implements RequestSink {
   readonly metrics = new Metrics();
   private replica!: Replica;
   private log!: DiskLog;
   private files!: FileStore;
+  private transport!: PeerTransport;
   private listener: ClientListener | undefined;
   private http: { address: { host: string; port: number }; close(): Promise<void> } | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private flushing = false;
-  private flushScheduled = false;
+  private processing = false;
+  private processScheduled = false;
   private failed: Error | undefined;
   private stopped = false;
+  private lastRole = '';
   private readonly options: NodeOptions;
 
   constructor(options: NodeOptions) {
@@ -63,46 +74,87 @@ export class LatchkeyNode implements RequestSink {
     return { client: this.listener?.address, http: this.http?.address };
   }
 
+  private get snapshotPath(): string {
+    return path.join(this.options.dataDir, 'snapshot.json');
+  }
+
   async start(): Promise<void> {
     const { options } = this;
     const logger = options.logger;
+    await fs.mkdir(options.dataDir, { recursive: true });
     this.log = await DiskLog.open(path.join(options.dataDir, 'log'), {
       fsync: options.fsync,
       onWarn: (event, fields) => logger.warn(event, fields),
     });
+    const hardState = await readHardState(options.dataDir);
+    const snapshot = await this.readSnapshot();
+    // Replay the log tail after the snapshot; what is committed is learned from the leader (or,
+    // alone, by electing ourselves), and applied then.
+    const entries: Entry<Command>[] = [];
+    const from = Math.max(this.log.firstIndex, (snapshot?.index ?? 0) + 1);
+    if (from <= this.log.lastIndex) {
+      await this.log.replay(from, (entry) => {
+        entries.push({ index: entry.index, term: entry.term, data: JSON.parse(entry.data.toString('utf8')) as Command | null });
+      });
+    }
     this.replica = new Replica({
       nodeId: options.id,
       bootId: randomUUID().slice(0, 8),
       members: [...options.peers.keys()],
       sessionTtlMsDefault: options.sessionTtlMs,
+      heartbeatMs: options.heartbeatMs,
+      electionTimeoutMs: options.electionTimeoutMs,
       idleTickMs: options.heartbeatMs * 4,
+      unavailableAfterMs: Math.max(1500, options.electionTimeoutMs * 5),
+      resendAfterMs: Math.max(200, options.electionTimeoutMs * 2),
+      snapshotEveryEntries: options.snapshotEveryEntries ?? 20000,
+      entriesPerAppendMax: 4096,
+      rng: new Prng(Number.parseInt(randomUUID().slice(0, 8), 16)),
       newSecret: () => randomUUID(),
     });
-    // Replay: a restarted node answers exactly as before the crash.
-    let replayed = 0;
-    await this.log.replay(this.log.firstIndex, (entry) => {
-      this.replica.applyCommitted(entry.index, JSON.parse(entry.data.toString('utf8')) as Command);
-      replayed++;
-    });
+    this.replica.load({ hardState, snapshot, entries }, performance.now());
     this.files = new FileStore(path.join(options.dataDir, 'files'), logger);
     await this.files.init(
-      [...this.replica.state.files.keys()].map((name) => [name, (this.replica.state.files.get(name)?.chunks ?? []).join('')]),
+      [...this.replica.state.files.entries()].map(([name, file]) => [name, file.chunks.join('')]),
     );
-    this.replica.start(performance.now());
+    this.transport = new PeerTransport({
+      selfId: options.id,
+      peers: options.peers,
+      logger,
+      onMessage: (message: PeerMessage) => {
+        if (this.stopped) return;
+        this.replica.receive(message, performance.now());
+        this.schedule();
+      },
+    });
+    // A single node elects itself at once; settle that before taking clients.
+    this.replica.tick(performance.now());
+    await this.process();
     this.listener = await startClientListener({
       host: options.listen.host, port: options.listen.port, sink: this, logger,
-      onBatch: () => this.scheduleFlush(),
+      onBatch: () => this.schedule(),
+      onPeer: (socket, head) => this.transport.adopt(socket, head),
     });
     if (options.http !== undefined) {
       this.http = await startHttpListener({ host: options.http.host, port: options.http.port, sink: this, metrics: this.metrics, logger });
     }
-    this.timer = setInterval(() => this.onTimer(), Math.max(5, Math.floor(options.heartbeatMs / 2)));
-    this.metrics.setLeader(true);
-    this.metrics.setTerm(term);
+    const tickMs = Math.max(1, Math.min(10, Math.floor(options.heartbeatMs / 5)));
+    this.timer = setInterval(() => this.onTimer(), tickMs);
     logger.info('node_started', {
-      node: options.id, listen: this.listener.address, http: this.http?.address, replayed,
-      commit_index: this.replica.state.appliedIndex,
+      node: options.id, listen: this.listener.address, http: this.http?.address,
+      snapshot_index: snapshot?.index ?? 0, log_entries: entries.length, term: hardState.term,
     });
+  }
+
+  private async readSnapshot(): Promise<Snapshot | null> {
+    let text: string;
+    try {
+      text = await fs.readFile(this.snapshotPath, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+    return JSON.parse(text) as Snapshot;
   }
 
   // ---- RequestSink ----
@@ -110,7 +162,7 @@ export class LatchkeyNode implements RequestSink {
   open(connection: ClientConnection): ConnectionHandle {
     const counted = new CountingConnection(connection, this.metrics);
     const cs: ConnState = this.replica.open(counted);
-    this.metrics.addConnections(connection.kind === 'tcp' ? 1 : 0);
+    if (connection.kind === 'tcp') this.metrics.addConnections(1);
     let closed = false;
     return {
       request: (request: Request) => {
@@ -120,14 +172,14 @@ export class LatchkeyNode implements RequestSink {
           return;
         }
         this.replica.request(cs, request, performance.now());
-        this.scheduleFlush();
+        this.schedule();
       },
       close: () => {
         if (closed) return;
         closed = true;
         if (connection.kind === 'tcp') this.metrics.addConnections(-1);
         if (!this.stopped) this.replica.close(cs, performance.now());
-        this.scheduleFlush();
+        this.schedule();
       },
     };
   }
@@ -139,69 +191,102 @@ export class LatchkeyNode implements RequestSink {
   // ---- the loop ----
 
   private onTimer(): void {
+    if (this.stopped) return;
     this.replica.tick(performance.now());
-    this.scheduleFlush();
-    const state = this.replica.state;
-    this.metrics.setSessions(state.sessions.size);
-    this.metrics.setLocksHeld(state.locks.size);
-    this.metrics.setCommitIndex(state.appliedIndex);
-  }
-
-  private scheduleFlush(): void {
-    if (this.flushScheduled || this.flushing || this.failed !== undefined) return;
-    if (!this.replica.hasProposals) return;
-    this.flushScheduled = true;
-    setImmediate(() => {
-      this.flushScheduled = false;
-      void this.flush();
-    });
-  }
-
-  private async flush(): Promise<void> {
-    if (this.flushing || this.failed !== undefined) return;
-    this.flushing = true;
-    try {
-      while (this.replica.hasProposals) {
-        const commands = this.replica.takeProposals(performance.now());
-        const first = this.log.lastIndex + 1;
-        const entries: LogEntry[] = commands.map((command, i) => ({
-          index: first + i, term, data: Buffer.from(JSON.stringify(command), 'utf8'),
-        }));
-        const started = performance.now();
-        if (this.options.fsync === 'always') {
-          for (const entry of entries) await this.log.append([entry]);
-        } else {
-          await this.log.append(entries);
-        }
-        this.metrics.observeFsync((performance.now() - started) / 1000);
-        this.metrics.countLogFlush();
-        this.metrics.countLogEntries(entries.length);
-        for (let i = 0; i < commands.length; i++) this.applyOne(first + i, commands[i] as Command);
-      }
-    } catch (err) {
-      // A log that cannot be written cannot acknowledge anything: stop serving rather than
-      // answer from state that is not durable.
-      this.failed = err as Error;
-      this.options.logger.error('log_write_failed', { error: (err as Error).message });
-      this.replica.failAll('internal', 'the node could not write its log');
-    } finally {
-      this.flushing = false;
+    this.schedule();
+    const status = this.replica.status();
+    if (status.role !== this.lastRole) {
+      this.lastRole = status.role;
+      this.options.logger.info('role_changed', { role: status.role, term: status.term, leader: status.leader });
     }
   }
 
-  private applyOne(index: number, command: Command): void {
-    const applied = this.replica.applyCommitted(index, command);
-    if (command.type === 'append' && applied.answer?.ok === true) this.files.append(command.file, command.data);
+  private schedule(): void {
+    if (this.processScheduled || this.processing || this.failed !== undefined || this.stopped) return;
+    this.processScheduled = true;
+    setImmediate(() => {
+      this.processScheduled = false;
+      void this.process();
+    });
+  }
+
+  private async process(): Promise<void> {
+    if (this.processing || this.failed !== undefined) return;
+    this.processing = true;
+    try {
+      for (;;) {
+        const ready = this.replica.takeReady(performance.now());
+        if (ready === null) break;
+        this.transport.send(ready.sendNow);
+        await this.persist(ready.raft);
+        await this.afterPersist(ready);
+        if (this.stopped) break;
+      }
+    } catch (err) {
+      // A node that cannot write its log cannot acknowledge anything: stop serving rather than
+      // answer from state that is not durable.
+      this.failed = err as Error;
+      this.options.logger.error('log_write_failed', { error: (err as Error).message, stack: (err as Error).stack });
+      this.replica.failAll('internal', 'the node could not write its log');
+    } finally {
+      this.processing = false;
+    }
+  }
+
+  private async persist(ready: Ready<Command>): Promise<void> {
+    if (ready.hardState !== null) await writeHardState(this.options.dataDir, ready.hardState);
+    if (ready.snapshot !== null) {
+      await writeFileAtomic(this.snapshotPath, JSON.stringify(ready.snapshot));
+      await this.log.reset(ready.snapshot.index + 1);
+    }
+    if (ready.truncateFrom !== null) await this.log.truncateSuffix(ready.truncateFrom);
+    if (ready.entries.length === 0) return;
+    const entries: LogEntry[] = ready.entries.map((entry) => ({
+      index: entry.index, term: entry.term, data: Buffer.from(JSON.stringify(entry.data), 'utf8'),
+    }));
+    const started = performance.now();
+    if (this.options.fsync === 'always') {
+      for (const entry of entries) await this.log.append([entry]);
+    } else {
+      await this.log.append(entries);
+    }
+    this.metrics.observeFsync((performance.now() - started) / 1000);
+    this.metrics.countLogFlush();
+    this.metrics.countLogEntries(entries.length);
+  }
+
+  private async afterPersist(ready: NodeReady): Promise<void> {
+    const out = this.replica.afterPersist(ready, performance.now());
+    this.transport.send(out.send);
+    for (const append of out.appends) this.files.append(append.file, append.data);
+    if (ready.raft.snapshot !== null) {
+      // A snapshot from the leader replaced our state: rewrite the readable copies of the files.
+      await this.files.init([...this.replica.state.files.entries()].map(([name, file]) => [name, file.chunks.join('')]));
+    }
+    if (out.snapshotToSave !== null) {
+      await writeFileAtomic(this.snapshotPath, JSON.stringify(out.snapshotToSave));
+      // Only once the snapshot is durable may the log before it go (DESIGN §7).
+      await this.log.compactPrefix(out.snapshotToSave.index);
+      this.options.logger.info('snapshot_saved', { index: out.snapshotToSave.index, bytes: out.snapshotToSave.data.length });
+    }
+    const state = this.replica.state;
+    this.metrics.setSessions(state.sessions.size);
+    this.metrics.setLocksHeld(state.locks.size);
+    this.metrics.setCommitIndex(this.replica.raft.commitIndex);
+    this.metrics.setTerm(this.replica.raft.term);
+    this.metrics.setLeader(this.replica.raft.isLeader);
   }
 
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.replica?.beginShutdown();
     // Let the batch in flight reach the disk and its answers go out.
-    while (this.flushing) await new Promise((resolve) => setTimeout(resolve, 1));
+    while (this.processing) await new Promise((resolve) => setTimeout(resolve, 1));
     this.stopped = true;
     if (this.timer !== undefined) clearInterval(this.timer);
     this.replica?.failAll('shutting_down', 'the node is shutting down');
+    await new Promise((resolve) => setImmediate(resolve));
+    this.transport?.close();
     await this.listener?.close();
     await this.http?.close();
     await this.files?.drain();

@@ -1,41 +1,53 @@
-// The replica: turns client requests into commands, and applied commands back into answers
-// (DESIGN §1 and §5). It holds no sockets, timers or clock of its own: the shell passes the
-// monotonic time into every call, hands proposals to the log, and feeds committed entries back
-// through `applyCommitted`. Connections are the front doors' `ClientConnection` interface, so
-// the deterministic simulation can drive it with fakes.
+// The replica: one node's logic, pure. It composes the consensus core (lib/raft) with the lock
+// state machine (lib/locks) and the node's clients, and does the work of DESIGN §1, §5 and §6:
 //
-// Who answers: the node that holds the connection answers from what it sees applied. Each
-// proposed command carries `origin = node#seq`; when an entry with one of our origins is applied,
-// the request waiting under that seq gets the answer. A queued acquire is answered later, when
-// an applied entry's `granted` or `wait_ended` effect names its (client, lock).
+// - Requests become commands. The leader stamps them with cluster time and proposes them; a
+//   follower forwards them to the leader. Every command carries `origin = node#seq` so the node
+//   holding the client's connection recognises the applied entry and answers from it.
+// - Every state-changing command carries a request id (the client's `request_id`, or one the
+//   node makes up), so a command sent twice (re-forwarded after a leader change or a lost
+//   message) takes effect once: `apply` remembers each session's answers.
+// - Linearizable reads use read-index: the leader confirms its leadership with a heartbeat
+//   round, and the read is answered once that commit index is applied locally.
+//
+// It holds no sockets, timers or clocks: the shell passes the monotonic time into every call,
+// persists what `takeReady()` returns, sends its messages, and calls `afterPersist()`.
 import { assert } from '../core/assert';
 import { errorAnswer, type Answer } from '../protocol/answers';
 import type { ErrorCode } from '../protocol/errors';
-import type { Request, RequestId } from '../protocol/schemas';
+import type { CheckRequest, ReadRequest, Request, RequestId } from '../protocol/schemas';
 import type { Command, ConnId } from '../locks/commands';
 import { apply, type Effect } from '../locks/state-machine';
 import { checkLock, createLockState, nextDeadlineAt, readFile, type LockState } from '../locks/state';
+import { decodeSnapshot, encodeSnapshot } from '../locks/snapshot';
+import { Raft, type Ready } from '../raft/raft';
+import type { Entry, Snapshot } from '../raft/messages';
+import type { Prng } from '../core/prng';
 import type { ClientConnection, StatusInfo } from '../io/front-door';
+import { isReplicaMessage, type PeerMessage, type ReplicaMessage } from './peer-messages';
 
 export interface ReplicaConfig {
   nodeId: string;
-  /** Distinguishes this process's connection ids from an earlier run's (connections die with
-   *  the process, sessions bound to them must not be confused with new ones). */
+  /** Distinguishes this process's connection ids from an earlier run's. */
   bootId: string;
   members: string[];
   sessionTtlMsDefault: number;
-  /** How long cluster time may go without a committed entry while deadlines are pending. */
+  heartbeatMs: number;
+  electionTimeoutMs: number;
+  /** Cluster time is committed at least this often while deadlines are pending. */
   idleTickMs: number;
+  /** A request with no answer after this long is answered `unavailable`. */
+  unavailableAfterMs: number;
+  /** A sent command or read not applied after this long is sent again (it is de-duplicated). */
+  resendAfterMs: number;
+  /** Compact the log into a snapshot after this many applied entries. */
+  snapshotEveryEntries: number;
+  entriesPerAppendMax: number;
+  rng: Prng;
+  /** Test-only: deliberately broken Raft rules (see RaftConfig.broken). */
+  broken?: { commitOlderTermByCount?: boolean; voteForStaleLog?: boolean };
   /** Draws the unguessable resume secret of a new session (randomness stays outside apply). */
   newSecret: () => string;
-}
-
-/** A request waiting for the entry it proposed. */
-interface PendingAnswer {
-  conn: ConnState;
-  id: RequestId;
-  /** Fields only the answering node knows, added to the applied answer (hello: node, leader). */
-  extra?: Record<string, unknown>;
 }
 
 interface ConnState {
@@ -43,55 +55,114 @@ interface ConnState {
   /** The session key in commands: unique per TCP connection, null for HTTP. */
   readonly key: ConnId;
   clientId: string | undefined;
-  /** A hello for this connection is proposed and not applied yet. */
+  /** A hello for this connection is sent and not applied yet. */
   helloPending: boolean;
   closed: boolean;
 }
 
-export interface AppliedEntry {
-  index: number;
+interface Reply {
+  conn: ConnState;
+  id: RequestId;
+}
+
+/** A command this node accepted and has not seen applied yet. */
+interface PendingCommand {
   command: Command;
-  answer: Answer | null;
-  effects: Effect[];
+  /** Who to answer; none for commands the node makes itself (implicit hello, disconnected). */
+  reply: Reply | null;
+  /** The connection whose hello this is (its helloPending clears when it is applied). */
+  helloFor: ConnState | null;
+  /** Keepalives answered by this touch. */
+  touchReplies: Reply[] | null;
+  /** Fields only this node knows, added to a success answer (hello: node, leader). */
+  extra: Record<string, unknown> | null;
+  createdAt: number;
+  /** When it was last proposed or forwarded, and to which leader; null while queued. */
+  sentAt: number | null;
+  sentTo: string | null;
+}
+
+interface PendingRead {
+  reply: Reply;
+  request: CheckRequest | ReadRequest;
+  createdAt: number;
+}
+
+interface ReadBatch {
+  reads: PendingRead[];
+  sentAt: number;
+  sentTo: string;
+  /** Known once the leader confirmed it. */
+  index: number | null;
+}
+
+export interface NodeReady {
+  raft: Ready<Command>;
+  /** Messages that may leave before persisting: the leader's appends, forwards, read answers. */
+  sendNow: PeerMessage[];
+}
+
+export interface AfterPersist {
+  /** Raft messages that had to wait for the persist. */
+  send: PeerMessage[];
+  /** A snapshot this node took: write it durably, then compact the disk log through its index. */
+  snapshotToSave: Snapshot | null;
+  /** Appends applied, for the shell to materialise the guarded files. */
+  appends: { file: string; data: string }[];
 }
 
 export class Replica {
-  readonly state: LockState;
+  state: LockState;
+  readonly raft: Raft<Command>;
   private readonly config: ReplicaConfig;
-  private proposals: Command[] = [];
-  private readonly pending = new Map<string, PendingAnswer>();
+  private readonly prefix: string;
+  private readonly pending = new Map<string, PendingCommand>();
+  private queued: string[] = [];
+  /** Commands for the log when this node leads: its own and those followers forwarded. */
+  private leaderBatch: Command[] = [];
   /** Queued acquires by `client \0 lock`. */
-  private readonly waiting = new Map<string, PendingAnswer[]>();
-  /** Keepalives waiting for the next touch entry. */
+  private readonly waiting = new Map<string, Reply[]>();
   private touchClients = new Set<string>();
-  private touchAnswers: PendingAnswer[] = [];
+  private touchReplies: Reply[] = [];
+  private readQueue: PendingRead[] = [];
+  private readonly readBatches = new Map<string, ReadBatch>();
+  /** Read-index rounds run for followers: ctx -> follower. */
+  private readonly remoteReads = new Map<string, { from: string; ctx: string }>();
+  private outbox: PeerMessage[] = [];
   private readonly connsByKey = new Map<string, ConnState>();
   private originSeq = 0;
   private connSeq = 0;
-  /** Cluster time: resumes from the last applied time and advances by the monotonic clock. */
+  private readSeq = 0;
+  // Cluster time (DESIGN §3): a leader resumes from the newest time in its log and advances by
+  // its own monotonic clock.
+  private wasLeader = false;
   private timeBase = 0;
   private monoBase = 0;
   private lastStampedAt = 0;
-  private tickInFlight = false;
-  private lastProposalMono = 0;
+  private tickInFlightSince: number | null = null;
+  private lastProposalAt = 0;
   private shuttingDown = false;
 
-  constructor(config: ReplicaConfig, state: LockState = createLockState()) {
+  constructor(config: ReplicaConfig) {
     this.config = config;
-    this.state = state;
+    this.prefix = `${config.nodeId}#`;
+    this.state = createLockState();
+    this.raft = new Raft<Command>({
+      id: config.nodeId,
+      members: config.members,
+      electionTimeoutMs: config.electionTimeoutMs,
+      heartbeatMs: config.heartbeatMs,
+      entriesPerAppendMax: config.entriesPerAppendMax,
+      rng: config.rng,
+      ...(config.broken === undefined ? {} : { broken: config.broken }),
+    });
   }
 
-  /** Call once after replaying the log, with the monotonic time: cluster time goes on from the
-   *  last applied command's time (DESIGN §3). */
-  start(monoNow: number): void {
-    this.timeBase = this.state.now;
-    this.monoBase = monoNow;
+  /** Restores what was on disk (snapshot, term/vote, log tail); call once before anything else. */
+  load(disk: { hardState: { term: number; votedFor: string | null }; snapshot: Snapshot | null; entries: Entry<Command>[] }, now: number): void {
+    if (disk.snapshot !== null) this.state = decodeSnapshot(disk.snapshot.data);
+    this.raft.load(disk, now);
     this.lastStampedAt = this.state.now;
-    this.lastProposalMono = monoNow;
-  }
-
-  clusterNow(monoNow: number): number {
-    return Math.max(this.lastStampedAt, this.timeBase + (monoNow - this.monoBase));
   }
 
   get serving(): boolean {
@@ -102,94 +173,109 @@ export class Replica {
     this.shuttingDown = true;
   }
 
+  status(): StatusInfo {
+    const role = this.raft.role === 'precandidate' ? 'candidate' : this.raft.role;
+    return {
+      node: this.config.nodeId,
+      role,
+      term: this.raft.term,
+      leader: this.raft.leader,
+      commit_index: this.raft.commitIndex,
+      members: [...this.config.members],
+    };
+  }
+
   // ---- connections ----
 
   open(conn: ClientConnection): ConnState {
     const key = conn.kind === 'http' ? null : `${this.config.nodeId}/${this.config.bootId}/${++this.connSeq}`;
-    const state: ConnState = { conn, key, clientId: undefined, helloPending: false, closed: false };
-    if (key !== null) this.connsByKey.set(key, state);
-    return state;
+    const cs: ConnState = { conn, key, clientId: undefined, helloPending: false, closed: false };
+    if (key !== null) this.connsByKey.set(key, cs);
+    return cs;
   }
 
-  close(state: ConnState, monoNow: number): void {
-    if (state.closed) return;
-    state.closed = true;
-    if (state.key === null) return;
-    this.connsByKey.delete(state.key);
-    const client = state.clientId;
-    if (client === undefined) return;
+  close(cs: ConnState, now: number): void {
+    if (cs.closed) return;
+    cs.closed = true;
+    if (cs.key === null) return;
+    this.connsByKey.delete(cs.key);
+    const client = cs.clientId;
+    if (client === undefined || this.shuttingDown) return;
     const session = this.state.sessions.get(client);
-    if ((session !== undefined && session.conn === state.key) || state.helloPending) {
-      this.propose({ type: 'disconnected', at: 0, client, conn: state.key }, monoNow);
+    if ((session !== undefined && session.conn === cs.key) || cs.helloPending) {
+      this.submit({ type: 'disconnected', at: 0, client, conn: cs.key }, null, now);
     }
   }
 
-  // ---- requests ----
+  // ---- client requests ----
 
-  request(cs: ConnState, request: Request, monoNow: number): void {
+  request(cs: ConnState, request: Request, now: number): void {
     if (this.shuttingDown) {
-      this.answer(cs, request.id, errorAnswer('shutting_down', 'the node is shutting down'));
+      this.answer({ conn: cs, id: request.id }, errorAnswer('shutting_down', 'the node is shutting down'));
       return;
     }
     switch (request.action) {
       case 'status':
-        this.answer(cs, request.id, { ok: true, ...this.status() });
+        this.answer({ conn: cs, id: request.id }, { ok: true, ...this.status() });
         return;
       case 'check':
-        this.noteContact(cs);
-        this.answer(cs, request.id, checkLock(this.state, request.lock_name));
-        return;
       case 'read':
         this.noteContact(cs);
-        this.answer(cs, request.id, readFile(this.state, request.file));
+        if (request.stale_ok === true) this.answer({ conn: cs, id: request.id }, this.readLocal(request));
+        else this.readQueue.push({ reply: { conn: cs, id: request.id }, request, createdAt: now });
         return;
       default:
         break;
     }
     // Everything else names a client_id, which binds the connection (PROTOCOL §4 Sessions).
     const client = request.client_id;
+    const reply = { conn: cs, id: request.id };
     if (cs.clientId === undefined) cs.clientId = client;
     else if (cs.clientId !== client) {
-      this.answer(cs, request.id, errorAnswer('client_mismatch', `this connection belongs to client_id ${cs.clientId}`));
+      this.answer(reply, errorAnswer('client_mismatch', `this connection belongs to client_id ${cs.clientId}`));
       return;
     }
     if (request.action === 'hello') {
       cs.helloPending = true;
-      this.proposeFor(cs, request.id, {
+      this.submit({
         type: 'hello', at: 0, client, conn: cs.key, implicit: false,
         ttlMs: request.ttl_ms ?? this.config.sessionTtlMsDefault, graceMs: request.grace_ms ?? 0,
         ...(request.resume_token === undefined ? {} : { resume: request.resume_token }),
         fresh: this.config.newSecret(),
-      }, monoNow, { node: this.config.nodeId, leader: this.config.nodeId });
+      }, reply, now);
       return;
     }
-    this.ensureSession(cs, client, monoNow);
-    const req = request.action === 'keepalive' ? undefined : request.request_id;
-    const common = { at: 0, client, conn: cs.key, ...(req === undefined ? {} : { req }) };
+    this.ensureSession(cs, client, now);
+    if (request.action === 'keepalive') {
+      this.touchClients.add(client);
+      this.touchReplies.push(reply);
+      return;
+    }
+    // The node's own request id when the client gave none: a re-sent command then still takes
+    // effect once. It starts with a character a client is unlikely to use in its own ids.
+    const origin = this.nextOrigin();
+    const req = request.request_id ?? `~${origin}`;
+    const common = { at: 0, client, conn: cs.key, req };
     switch (request.action) {
-      case 'keepalive':
-        this.touchClients.add(client);
-        this.touchAnswers.push({ conn: cs, id: request.id });
-        return;
       case 'preempt':
-        this.proposeFor(cs, request.id, { type: 'preempt', ...common, lock: request.lock_name, ...opt('leaseMs', request.lease_ms) }, monoNow);
+        this.submit({ type: 'preempt', ...common, lock: request.lock_name, ...opt('leaseMs', request.lease_ms) }, reply, now, origin);
         return;
       case 'acquire':
-        this.proposeFor(cs, request.id, {
+        this.submit({
           type: 'acquire', ...common, lock: request.lock_name,
           ...opt('timeoutMs', request.timeout_ms), ...opt('leaseMs', request.lease_ms),
-        }, monoNow);
+        }, reply, now, origin);
         return;
       case 'release':
-        this.proposeFor(cs, request.id, { type: 'release', ...common, lock: request.lock_name, ...opt('token', request.token) }, monoNow);
+        this.submit({ type: 'release', ...common, lock: request.lock_name, ...opt('token', request.token) }, reply, now, origin);
         return;
       case 'append':
-        this.proposeFor(cs, request.id, {
+        this.submit({
           type: 'append', ...common, lock: request.lock_name, token: request.token, file: request.file, data: request.data,
-        }, monoNow);
+        }, reply, now, origin);
         return;
       case 'bye':
-        this.proposeFor(cs, request.id, { type: 'bye', ...common }, monoNow);
+        this.submit({ type: 'bye', ...common }, reply, now, origin);
         return;
       default: {
         const never: never = request;
@@ -198,140 +284,346 @@ export class Replica {
     }
   }
 
-  status(): StatusInfo {
-    return {
-      node: this.config.nodeId,
-      role: 'leader',
-      term: 1,
-      leader: this.config.nodeId,
-      commit_index: this.state.appliedIndex,
-      members: this.config.members,
-    };
-  }
-
   /** Opens the session implicitly for a first request that was not a hello (PROTOCOL §4). */
-  private ensureSession(cs: ConnState, client: string, monoNow: number): void {
+  private ensureSession(cs: ConnState, client: string, now: number): void {
     if (cs.helloPending) return;
     const session = this.state.sessions.get(client);
     if (session !== undefined && session.conn === cs.key) return;
     cs.helloPending = true;
-    this.propose({
+    this.submit({
       type: 'hello', at: 0, client, conn: cs.key, implicit: true,
       ttlMs: this.config.sessionTtlMsDefault, graceMs: 0, fresh: this.config.newSecret(),
-    }, monoNow, this.pendingOrigin(cs, null));
+    }, null, now, undefined, null, cs);
   }
 
-  /** Reads and checks from a connection with a session count as contact (PROTOCOL §4: the
-   *  session ends when no request from it reached the cluster for ttl_ms). */
+  /** Reads from a connection with a session count as contact (PROTOCOL §4: the session ends
+   *  when no request from it reached the cluster for ttl_ms). */
   private noteContact(cs: ConnState): void {
     if (cs.clientId !== undefined && this.state.sessions.get(cs.clientId)?.conn === cs.key) {
       this.touchClients.add(cs.clientId);
     }
   }
 
-  // ---- proposing ----
-
-  private pendingOrigin(cs: ConnState, id: RequestId | null, extra?: Record<string, unknown>): string {
-    const origin = `${this.config.nodeId}#${++this.originSeq}`;
-    if (id !== null) this.pending.set(origin, { conn: cs, id, ...(extra === undefined ? {} : { extra }) });
-    else this.pending.set(origin, { conn: cs, id: '', extra: { internal: true } });
-    return origin;
+  private readLocal(request: CheckRequest | ReadRequest): Answer {
+    return request.action === 'check' ? checkLock(this.state, request.lock_name) : readFile(this.state, request.file);
   }
 
-  private proposeFor(cs: ConnState, id: RequestId, command: Command, monoNow: number, extra?: Record<string, unknown>): void {
-    this.propose(command, monoNow, this.pendingOrigin(cs, id, extra));
+  private nextOrigin(): string {
+    return `${this.prefix}${++this.originSeq}`;
   }
 
-  private propose(command: Command, monoNow: number, origin?: string): void {
-    command.at = this.stamp(monoNow);
-    if (origin !== undefined) command.origin = origin;
-    this.proposals.push(command);
-    this.lastProposalMono = monoNow;
+  private submit(
+    command: Command, reply: Reply | null, now: number, origin = this.nextOrigin(),
+    touchReplies: Reply[] | null = null, helloFor: ConnState | null = command.type === 'hello' ? reply?.conn ?? null : null,
+  ): void {
+    command.origin = origin;
+    const extra = command.type === 'hello' && !command.implicit ? { node: this.config.nodeId } : null;
+    this.pending.set(origin, { command, reply, helloFor, touchReplies, extra, createdAt: now, sentAt: null, sentTo: null });
+    this.queued.push(origin);
   }
 
-  private stamp(monoNow: number): number {
-    const at = this.clusterNow(monoNow);
+  // ---- peers ----
+
+  receive(message: PeerMessage, now: number): void {
+    if (!isReplicaMessage(message)) {
+      this.raft.step(message, now);
+      return;
+    }
+    this.onReplicaMessage(message, now);
+  }
+
+  private onReplicaMessage(message: ReplicaMessage, now: number): void {
+    switch (message.type) {
+      case 'forward':
+        if (this.raft.isLeader) {
+          for (const command of message.commands) this.leaderBatch.push(command);
+        } else {
+          this.outbox.push({
+            type: 'forward_reject', from: this.config.nodeId, to: message.from,
+            origins: message.commands.map((c) => c.origin ?? ''), leader: this.raft.leader,
+          });
+        }
+        return;
+      case 'forward_reject':
+        for (const origin of message.origins) {
+          const p = this.pending.get(origin);
+          if (p !== undefined && p.sentAt !== null) this.requeue(origin, p);
+        }
+        return;
+      case 'read_index': {
+        const ctx = `${message.from}|${message.ctx}`;
+        if (this.raft.readIndex(ctx)) this.remoteReads.set(ctx, { from: message.from, ctx: message.ctx });
+        else this.outbox.push({ type: 'read_index_resp', from: this.config.nodeId, to: message.from, ctx: message.ctx, index: -1 });
+        return;
+      }
+      case 'read_index_resp': {
+        const batch = this.readBatches.get(message.ctx);
+        if (batch === undefined) return;
+        if (message.index < 0) {
+          this.readBatches.delete(message.ctx);
+          this.readQueue.unshift(...batch.reads);
+        } else {
+          batch.index = message.index;
+          this.answerReads(now);
+        }
+        return;
+      }
+      default: {
+        const never: never = message;
+        assert(false, `unhandled replica message ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  private requeue(origin: string, p: PendingCommand): void {
+    p.sentAt = null;
+    p.sentTo = null;
+    this.queued.push(origin);
+  }
+
+  // ---- time ----
+
+  /** Advances timers: Raft elections and heartbeats, re-sends, `unavailable` for requests that
+   *  waited too long, and ticks of cluster time while this node leads. */
+  tick(now: number): void {
+    this.raft.tick(now);
+    this.noticeLeadership(now);
+    const leader = this.raft.leader;
+    for (const [origin, p] of this.pending) {
+      if (now - p.createdAt >= this.config.unavailableAfterMs) {
+        this.pending.delete(origin);
+        this.failPending(p, 'unavailable', 'no leader answered in time; the request may or may not have been applied: retry it (with the same request_id to be safe)');
+        continue;
+      }
+      if (p.sentAt !== null && leader !== null && (p.sentTo !== leader || now - p.sentAt >= this.config.resendAfterMs)) {
+        this.requeue(origin, p);
+      }
+    }
+    this.queued = this.queued.filter((origin) => this.pending.has(origin));
+    for (const [ctx, batch] of this.readBatches) {
+      if (now - batch.sentAt >= this.config.unavailableAfterMs) {
+        this.readBatches.delete(ctx);
+        for (const r of batch.reads) this.answer(r.reply, errorAnswer('unavailable', 'no leader confirmed the read in time'));
+      } else if (batch.index === null && leader !== null && (batch.sentTo !== leader || now - batch.sentAt >= this.config.resendAfterMs)) {
+        this.readBatches.delete(ctx);
+        this.readQueue.unshift(...batch.reads);
+      }
+    }
+    this.readQueue = this.readQueue.filter((r) => {
+      if (now - r.createdAt < this.config.unavailableAfterMs) return true;
+      this.answer(r.reply, errorAnswer('unavailable', 'no leader to confirm the read'));
+      return false;
+    });
+    if (this.raft.isLeader) this.maybeProposeTick(now);
+  }
+
+  private noticeLeadership(now: number): void {
+    const leading = this.raft.isLeader;
+    if (leading && !this.wasLeader) {
+      // Resume cluster time from the newest time in the log, never from our own clock's zero.
+      this.timeBase = Math.max(this.state.now, this.lastLogTime());
+      this.monoBase = now;
+      this.lastStampedAt = this.timeBase;
+      this.tickInFlightSince = null;
+    }
+    if (!leading && this.wasLeader) {
+      // What we were going to propose goes to the new leader instead, once known.
+      for (const command of this.leaderBatch) if (command.origin !== undefined && this.pending.has(command.origin)) this.requeue(command.origin, this.pending.get(command.origin) as PendingCommand);
+      this.leaderBatch = [];
+      for (const [ctx, remote] of this.remoteReads) {
+        this.outbox.push({ type: 'read_index_resp', from: this.config.nodeId, to: remote.from, ctx: remote.ctx, index: -1 });
+        this.remoteReads.delete(ctx);
+      }
+    }
+    this.wasLeader = leading;
+  }
+
+  private lastLogTime(): number {
+    const log = this.raft.log;
+    for (let i = log.lastIndex; i > log.snapshotIndex; i--) {
+      const data = log.entry(i)?.data;
+      if (data !== null && data !== undefined) return data.at;
+    }
+    return this.state.now;
+  }
+
+  clusterNow(now: number): number {
+    return Math.max(this.lastStampedAt, this.timeBase + (now - this.monoBase));
+  }
+
+  private stamp(command: Command, now: number): void {
+    const at = this.clusterNow(now);
     this.lastStampedAt = at;
-    return at;
+    command.at = at;
   }
 
-  /** Decides whether cluster time must be committed now: a deadline is due, or time has not
-   *  been committed for a while and something is waiting on a deadline. */
-  tick(monoNow: number): void {
+  private maybeProposeTick(now: number): void {
+    if (this.tickInFlightSince !== null && now - this.tickInFlightSince < this.config.resendAfterMs) return;
     const next = nextDeadlineAt(this.state);
-    if (next === null || this.tickInFlight) return;
-    const now = this.clusterNow(monoNow);
-    if (next <= now || monoNow - this.lastProposalMono >= this.config.idleTickMs) {
-      this.tickInFlight = true;
-      this.propose({ type: 'tick', at: 0 }, monoNow, `${this.config.nodeId}#tick`);
+    if (next === null) return;
+    if (next <= this.clusterNow(now) || now - this.lastProposalAt >= this.config.idleTickMs) {
+      this.tickInFlightSince = now;
+      this.leaderBatch.push({ type: 'tick', at: 0, origin: `${this.prefix}tick` });
     }
   }
 
-  /** Everything to append to the log now, in order; the touch of pending keepalives last. */
-  takeProposals(monoNow: number): Command[] {
-    if (this.touchAnswers.length > 0 || this.touchClients.size > 0) {
-      const origin = `${this.config.nodeId}#${++this.originSeq}`;
-      this.proposals.push({ type: 'touch', at: this.stamp(monoNow), clients: [...this.touchClients], origin });
-      this.touchPending.set(origin, this.touchAnswers);
-      this.touchClients = new Set();
-      this.touchAnswers = [];
+  // ---- the loop: takeReady -> persist -> afterPersist ----
+
+  /** Sends what is queued (propose as leader, forward as follower) and drains Raft's output. */
+  takeReady(now: number): NodeReady | null {
+    this.noticeLeadership(now);
+    this.flushTouch(now);
+    this.flushCommands(now);
+    this.flushReads(now);
+    const sendNow = this.outbox;
+    this.outbox = [];
+    if (!this.raft.hasReady() && sendNow.length === 0) return null;
+    const raft = this.raft.ready();
+    for (const m of raft.sendNow) sendNow.push(m);
+    for (const read of raft.reads) this.onReadConfirmed(read.ctx, read.index, sendNow);
+    return { raft, sendNow };
+  }
+
+  get hasWork(): boolean {
+    return this.queued.length > 0 || this.leaderBatch.length > 0 || this.touchReplies.length > 0
+      || this.touchClients.size > 0 || this.readQueue.length > 0 || this.outbox.length > 0 || this.raft.hasReady();
+  }
+
+  private flushTouch(now: number): void {
+    if (this.touchReplies.length === 0 && this.touchClients.size === 0) return;
+    const replies = this.touchReplies;
+    this.submit({ type: 'touch', at: 0, clients: [...this.touchClients] }, null, now, this.nextOrigin(), replies);
+    this.touchClients = new Set();
+    this.touchReplies = [];
+  }
+
+  private flushCommands(now: number): void {
+    const leader = this.raft.leader;
+    if (this.queued.length > 0 && leader !== null) {
+      const leading = leader === this.config.nodeId && this.raft.isLeader;
+      const forward: Command[] = [];
+      for (const origin of this.queued) {
+        const p = this.pending.get(origin);
+        if (p === undefined || p.sentAt !== null) continue;
+        p.sentAt = now;
+        p.sentTo = leader;
+        if (leading) this.leaderBatch.push(p.command);
+        else forward.push(p.command);
+      }
+      this.queued = [];
+      if (forward.length > 0) this.outbox.push({ type: 'forward', from: this.config.nodeId, to: leader, commands: forward });
     }
-    const out = this.proposals;
-    this.proposals = [];
-    return out;
+    if (this.leaderBatch.length > 0 && this.raft.isLeader) {
+      const batch = this.leaderBatch;
+      this.leaderBatch = [];
+      for (const command of batch) this.stamp(command, now);
+      this.raft.propose(batch);
+      this.lastProposalAt = now;
+    }
   }
 
-  get hasProposals(): boolean {
-    return this.proposals.length > 0 || this.touchAnswers.length > 0 || this.touchClients.size > 0;
+  private flushReads(now: number): void {
+    const leader = this.raft.leader;
+    if (this.readQueue.length === 0 || leader === null) return;
+    const ctx = `r${++this.readSeq}`;
+    const batch: ReadBatch = { reads: this.readQueue, sentAt: now, sentTo: leader, index: null };
+    this.readQueue = [];
+    this.readBatches.set(ctx, batch);
+    if (this.raft.isLeader) {
+      const started = this.raft.readIndex(`${this.config.nodeId}|${ctx}`);
+      assert(started, 'a leader starts a read-index round');
+    } else {
+      this.outbox.push({ type: 'read_index', from: this.config.nodeId, to: leader, ctx });
+    }
   }
 
-  private readonly touchPending = new Map<string, PendingAnswer[]>();
+  private onReadConfirmed(fullCtx: string, index: number, out: PeerMessage[]): void {
+    const remote = this.remoteReads.get(fullCtx);
+    if (remote !== undefined) {
+      this.remoteReads.delete(fullCtx);
+      out.push({ type: 'read_index_resp', from: this.config.nodeId, to: remote.from, ctx: remote.ctx, index });
+      return;
+    }
+    const batch = this.readBatches.get(fullCtx.slice(fullCtx.indexOf('|') + 1));
+    if (batch !== undefined) batch.index = index;
+  }
 
-  // ---- applying ----
+  /** Answers confirmed reads whose index is applied here. */
+  private answerReads(_now: number): void {
+    for (const [ctx, batch] of this.readBatches) {
+      if (batch.index === null || batch.index > this.state.appliedIndex) continue;
+      this.readBatches.delete(ctx);
+      for (const r of batch.reads) this.answer(r.reply, this.readLocal(r.request));
+    }
+  }
 
-  applyCommitted(index: number, command: Command): AppliedEntry {
-    const { answer, effects } = apply(this.state, index, command);
-    const origin = command.origin;
-    if (origin !== undefined && origin.startsWith(`${this.config.nodeId}#`)) this.answerOrigin(origin, command, answer);
-    for (const effect of effects) this.deliverEffect(effect);
-    return { index, command, answer, effects };
+  /** The shell persisted `ready.raft`: install a received snapshot, apply committed entries,
+   *  answer clients, and hand back the messages that had to wait for the disk. */
+  afterPersist(ready: NodeReady, now: number): AfterPersist {
+    const appends: { file: string; data: string }[] = [];
+    if (ready.raft.snapshot !== null) {
+      this.state = decodeSnapshot(ready.raft.snapshot.data);
+    }
+    for (const entry of ready.raft.committed) {
+      if (entry.index <= this.state.appliedIndex) continue;
+      if (entry.data === null) {
+        this.state.appliedIndex = entry.index;
+        continue;
+      }
+      const command = entry.data;
+      const { answer, effects } = apply(this.state, entry.index, command);
+      if (command.type === 'append' && answer?.ok === true) appends.push({ file: command.file, data: command.data });
+      const origin = command.origin;
+      if (origin !== undefined && origin.startsWith(this.prefix)) this.answerOrigin(origin, command, answer);
+      for (const effect of effects) this.deliverEffect(effect);
+    }
+    this.raft.advance(ready.raft);
+    this.answerReads(now);
+    let snapshotToSave: Snapshot | null = null;
+    const raft = this.raft;
+    if (raft.appliedIndex - raft.log.snapshotIndex >= this.config.snapshotEveryEntries && raft.appliedIndex <= raft.log.stableIndex
+      && raft.appliedIndex === this.state.appliedIndex) {
+      const data = encodeSnapshot(this.state);
+      raft.compact(raft.appliedIndex, data);
+      snapshotToSave = { index: raft.log.snapshotIndex, term: raft.log.snapshotTerm, data };
+    }
+    return { send: ready.raft.messages, snapshotToSave, appends };
   }
 
   private answerOrigin(origin: string, command: Command, answer: Answer | null): void {
     if (command.type === 'tick') {
-      this.tickInFlight = false;
+      this.tickInFlightSince = null;
       return;
     }
+    const p = this.pending.get(origin);
+    if (p === undefined) return; // answered by an earlier copy of the same command
+    this.pending.delete(origin);
     if (command.type === 'touch') {
-      const answers = this.touchPending.get(origin) ?? [];
-      this.touchPending.delete(origin);
-      for (const p of answers) {
-        const client = p.conn.clientId;
+      for (const reply of p.touchReplies ?? []) {
+        const client = reply.conn.clientId;
         const session = client === undefined ? undefined : this.state.sessions.get(client);
-        if (session === undefined || session.conn !== p.conn.key) {
-          this.answer(p.conn, p.id, errorAnswer('unavailable', 'the session ended; send the request again to open a new one'));
+        if (session === undefined || session.conn !== reply.conn.key) {
+          this.answer(reply, errorAnswer('unavailable', 'the session ended; send the request again to open a new one'));
         } else {
-          this.answer(p.conn, p.id, { ok: true, ttl_ms: session.ttlMs });
+          this.answer(reply, { ok: true, ttl_ms: session.ttlMs });
         }
       }
       return;
     }
-    const p = this.pending.get(origin);
-    if (p === undefined) return;
-    this.pending.delete(origin);
-    if (command.type === 'hello') p.conn.helloPending = false;
-    if (p.extra?.['internal'] === true) return;
+    if (p.helloFor !== null) p.helloFor.helloPending = false;
+    if (p.reply === null) return;
     if (answer === null) {
-      if (command.type === 'acquire') this.wait(`${command.client}\u0000${command.lock}`, p);
+      if (command.type === 'acquire') this.wait(`${command.client}\u0000${command.lock}`, p.reply);
       return;
     }
-    this.answer(p.conn, p.id, p.extra === undefined || !answer.ok ? answer : { ...answer, ...p.extra });
+    const extra = p.extra === null || !answer.ok ? null : { ...p.extra, leader: this.raft.leader };
+    this.answer(p.reply, extra === null ? answer : { ...answer, ...extra });
   }
 
-  private wait(key: string, p: PendingAnswer): void {
+  private wait(key: string, reply: Reply): void {
     const list = this.waiting.get(key);
-    if (list === undefined) this.waiting.set(key, [p]);
-    else list.push(p);
+    if (list === undefined) this.waiting.set(key, [reply]);
+    else list.push(reply);
   }
 
   private deliverEffect(effect: Effect): void {
@@ -345,7 +637,7 @@ export class Replica {
         const answer: Answer = effect.kind === 'granted'
           ? { ok: true, lock_name: effect.lock, owner: effect.client, token: effect.token }
           : effect.answer;
-        for (const p of list) this.answer(p.conn, p.id, answer);
+        for (const reply of list) this.answer(reply, answer);
         return;
       }
       case 'lost': {
@@ -364,22 +656,32 @@ export class Replica {
     }
   }
 
-  private answer(cs: ConnState, id: RequestId, answer: Answer): void {
-    if (cs.closed) return;
-    cs.conn.answer(id, answer);
+  private answer(reply: Reply, answer: Answer): void {
+    if (reply.conn.closed) return;
+    reply.conn.conn.answer(reply.id, answer);
+  }
+
+  private failPending(p: PendingCommand, code: ErrorCode, message: string): void {
+    const answer = errorAnswer(code, message);
+    if (p.helloFor !== null) p.helloFor.helloPending = false;
+    if (p.reply !== null) this.answer(p.reply, answer);
+    for (const reply of p.touchReplies ?? []) this.answer(reply, answer);
   }
 
   /** Fails every request still waiting (shutdown). */
   failAll(code: ErrorCode, message: string): void {
     const answer = errorAnswer(code, message);
-    for (const p of this.pending.values()) if (p.extra?.['internal'] !== true) this.answer(p.conn, p.id, answer);
-    for (const list of this.waiting.values()) for (const p of list) this.answer(p.conn, p.id, answer);
-    for (const list of this.touchPending.values()) for (const p of list) this.answer(p.conn, p.id, answer);
-    for (const p of this.touchAnswers) this.answer(p.conn, p.id, answer);
+    for (const p of this.pending.values()) this.failPending(p, code, message);
+    for (const list of this.waiting.values()) for (const reply of list) this.answer(reply, answer);
+    for (const reply of this.touchReplies) this.answer(reply, answer);
+    for (const r of this.readQueue) this.answer(r.reply, answer);
+    for (const batch of this.readBatches.values()) for (const r of batch.reads) this.answer(r.reply, answer);
     this.pending.clear();
     this.waiting.clear();
-    this.touchPending.clear();
-    this.touchAnswers = [];
+    this.touchReplies = [];
+    this.readQueue = [];
+    this.readBatches.clear();
+    this.queued = [];
   }
 }
 
