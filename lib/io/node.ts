@@ -218,6 +218,9 @@ export class LatchkeyNode implements RequestSink {
         const ready = this.replica.takeReady(performance.now());
         if (ready === null) break;
         this.transport.send(ready.sendNow);
+        // Committed entries are durable on a majority already: answer them while this node's
+        // own write is in flight rather than after it.
+        this.materialise(this.replica.applyReady(ready, performance.now()));
         await this.persist(ready.raft);
         await this.afterPersist(ready);
         if (this.stopped) break;
@@ -258,7 +261,7 @@ export class LatchkeyNode implements RequestSink {
   private async afterPersist(ready: NodeReady): Promise<void> {
     const out = this.replica.afterPersist(ready, performance.now());
     this.transport.send(out.send);
-    for (const append of out.appends) this.files.append(append.file, append.data);
+    this.materialise(out.appends);
     if (ready.raft.snapshot !== null) {
       // A snapshot from the leader replaced our state: rewrite the readable copies of the files.
       await this.files.init([...this.replica.state.files.entries()].map(([name, file]) => [name, file.chunks.join('')]));
@@ -275,6 +278,10 @@ export class LatchkeyNode implements RequestSink {
     this.metrics.setCommitIndex(this.replica.raft.commitIndex);
     this.metrics.setTerm(this.replica.raft.term);
     this.metrics.setLeader(this.replica.raft.isLeader);
+  }
+
+  private materialise(appends: readonly { file: string; data: string }[]): void {
+    for (const append of appends) this.files.append(append.file, append.data);
   }
 
   async stop(): Promise<void> {

@@ -503,21 +503,36 @@ export class Raft<P> {
     }
   }
 
-  /** Followers learn a new commit index promptly: an empty append to each one not told yet and
-   *  not already getting an append in this batch (coalesced once per ready()). */
+  /** Followers learn a new commit index promptly: once per ready(), each follower that could
+   *  adopt a higher commit index than it was last told gets it, on an append already on its way
+   *  or on an empty one anchored at what it is known to hold. A follower adopts
+   *  min(commit, last entry of the message), so that is what "told" means here. */
   private tellCommit(): void {
     for (const [peer, progress] of this.progress) {
-      if (progress.sentCommit >= this.commitIndex || progress.match < this.log.snapshotIndex) continue;
-      if (this.outNow.some((m) => m.to === peer && m.type === 'append')) continue;
-      // Anchored at what the follower is known to hold, so it can never be refused, even while
+      if (Math.min(this.commitIndex, progress.match) <= progress.sentCommit && !this.hasAppendTo(peer)) continue;
+      let told = false;
+      for (const m of this.outNow) {
+        if (m.to === peer && m.type === 'append') {
+          m.commit = this.commitIndex;
+          progress.sentCommit = Math.max(progress.sentCommit, Math.min(this.commitIndex, m.prevIndex + m.entries.length));
+          told = true;
+        }
+      }
+      if (told || progress.match < this.log.snapshotIndex || Math.min(this.commitIndex, progress.match) <= progress.sentCommit) continue;
+      // Anchored at what the follower is known to hold, so it is never refused, even while
       // pipelined appends are still on their way.
       const prevIndex = progress.match;
       this.outNow.push({
         type: 'append', term: this.term, from: this.id, to: peer, prevIndex, prevTerm: this.log.termAt(prevIndex) as number,
         entries: [], commit: this.commitIndex, read: this.readSeq,
       });
-      progress.sentCommit = this.commitIndex;
+      progress.sentCommit = Math.min(this.commitIndex, prevIndex);
     }
+  }
+
+  private hasAppendTo(peer: NodeId): boolean {
+    for (const m of this.outNow) if (m.to === peer && m.type === 'append') return true;
+    return false;
   }
 
   private broadcastAppend(heartbeat: boolean): void {
@@ -543,7 +558,7 @@ export class Raft<P> {
       : this.log.slice(progress.next, this.log.lastIndex, this.config.entriesPerAppendMax);
     if (entries.length === 0 && !heartbeat) return;
     this.outNow.push({ type: 'append', term: this.term, from: this.id, to: peer, prevIndex, prevTerm, entries, commit: this.commitIndex, read });
-    progress.sentCommit = this.commitIndex;
+    progress.sentCommit = Math.max(progress.sentCommit, Math.min(this.commitIndex, prevIndex + entries.length));
     if (progress.probing) progress.paused = true;
     else if (entries.length > 0) progress.next = (entries[entries.length - 1] as Entry<P>).index + 1;
   }

@@ -57,6 +57,8 @@ interface ConnState {
   clientId: string | undefined;
   /** A hello for this connection is sent and not applied yet. */
   helloPending: boolean;
+  /** A bye for this connection is sent: the next request needs a new session. */
+  byeSent: boolean;
   closed: boolean;
 }
 
@@ -189,7 +191,7 @@ export class Replica {
 
   open(conn: ClientConnection): ConnState {
     const key = conn.kind === 'http' ? null : `${this.config.nodeId}/${this.config.bootId}/${++this.connSeq}`;
-    const cs: ConnState = { conn, key, clientId: undefined, helloPending: false, closed: false };
+    const cs: ConnState = { conn, key, clientId: undefined, helloPending: false, byeSent: false, closed: false };
     if (key !== null) this.connsByKey.set(key, cs);
     return cs;
   }
@@ -237,6 +239,7 @@ export class Replica {
     }
     if (request.action === 'hello') {
       cs.helloPending = true;
+      cs.byeSent = false;
       this.submit({
         type: 'hello', at: 0, client, conn: cs.key, implicit: false,
         ttlMs: request.ttl_ms ?? this.config.sessionTtlMsDefault, graceMs: request.grace_ms ?? 0,
@@ -276,6 +279,7 @@ export class Replica {
         return;
       case 'bye':
         this.submit({ type: 'bye', ...common }, reply, now, origin);
+        cs.byeSent = true;
         return;
       default: {
         const never: never = request;
@@ -288,7 +292,9 @@ export class Replica {
   private ensureSession(cs: ConnState, client: string, now: number): void {
     if (cs.helloPending) return;
     const session = this.state.sessions.get(client);
-    if (session !== undefined && session.conn === cs.key) return;
+    // After a bye the applied state may still show the session until the bye is applied.
+    if (session !== undefined && session.conn === cs.key && !cs.byeSent) return;
+    cs.byeSent = false;
     cs.helloPending = true;
     this.submit({
       type: 'hello', at: 0, client, conn: cs.key, implicit: true,
@@ -557,12 +563,19 @@ export class Replica {
     }
   }
 
-  /** The shell persisted `ready.raft`: install a received snapshot, apply committed entries,
-   *  answer clients, and hand back the messages that had to wait for the disk. */
-  afterPersist(ready: NodeReady, now: number): AfterPersist {
+  /**
+   * Installs a received snapshot and applies the ready's committed entries, answering clients.
+   * The shell may call this BEFORE persisting the ready: committed entries are already durable
+   * on a majority (the leader counts itself only for entries on its own disk), so answering
+   * them while this node's own write is in flight acknowledges nothing that could be lost.
+   * Returns the appends applied, for the shell to materialise the guarded files.
+   */
+  applyReady(ready: NodeReady, now: number): { file: string; data: string }[] {
     const appends: { file: string; data: string }[] = [];
-    if (ready.raft.snapshot !== null) {
-      this.state = decodeSnapshot(ready.raft.snapshot.data);
+    const snapshot = ready.raft.snapshot;
+    if (snapshot !== null && snapshot.index > this.state.appliedIndex) {
+      this.state = decodeSnapshot(snapshot.data);
+      this.reconcileWaiting();
     }
     for (const entry of ready.raft.committed) {
       if (entry.index <= this.state.appliedIndex) continue;
@@ -577,8 +590,31 @@ export class Replica {
       if (origin !== undefined && origin.startsWith(this.prefix)) this.answerOrigin(origin, command, answer);
       for (const effect of effects) this.deliverEffect(effect);
     }
-    this.raft.advance(ready.raft);
     this.answerReads(now);
+    return appends;
+  }
+
+  /** After a snapshot replaced the state, the queued acquires this node was waiting on may
+   *  have been granted or ended inside it: answer what can be answered. */
+  private reconcileWaiting(): void {
+    for (const [key, replies] of this.waiting) {
+      const [client, lockName] = key.split('\u0000') as [string, string];
+      const lock = this.state.locks.get(lockName);
+      if (lock?.owner === client) {
+        this.waiting.delete(key);
+        for (const reply of replies) this.answer(reply, { ok: true, lock_name: lockName, owner: client, token: lock.token });
+      } else if (lock?.waiters.get(client) === undefined) {
+        this.waiting.delete(key);
+        for (const reply of replies) this.answer(reply, errorAnswer('unavailable', 'this node lost track of the wait; send the acquire again (with the same request_id)'));
+      }
+    }
+  }
+
+  /** The shell persisted `ready.raft`: apply what `applyReady` has not yet, let Raft advance,
+   *  take a snapshot when due, and hand back the messages that had to wait for the disk. */
+  afterPersist(ready: NodeReady, now: number): AfterPersist {
+    const appends = this.applyReady(ready, now);
+    this.raft.advance(ready.raft);
     let snapshotToSave: Snapshot | null = null;
     const raft = this.raft;
     if (raft.appliedIndex - raft.log.snapshotIndex >= this.config.snapshotEveryEntries && raft.appliedIndex <= raft.log.stableIndex
