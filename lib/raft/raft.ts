@@ -233,7 +233,16 @@ export class Raft<P> {
   hasReady(): boolean {
     return this.hardStateDirty || this.snapshotToPersist !== null || this.truncateFrom !== null
       || this.log.stableIndex < this.log.lastIndex || this.outNow.length > 0 || this.outAfter.length > 0
-      || this.appliedIndex < this.commitIndex || this.reads.length > 0;
+      || this.appliedIndex < this.commitIndex || this.reads.length > 0 || this.commitToTell();
+  }
+
+  /** A follower could adopt a higher commit index than it was told (see tellCommit). */
+  private commitToTell(): boolean {
+    if (this.role !== 'leader') return false;
+    for (const progress of this.progress.values()) {
+      if (Math.min(this.commitIndex, progress.match) > progress.sentCommit) return true;
+    }
+    return false;
   }
 
   ready(): Ready<P> {
