@@ -54,8 +54,11 @@ export class LatchkeyNode implements RequestSink {
   private listener: ClientListener | undefined;
   private http: { address: { host: string; port: number }; close(): Promise<void> } | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private processing = false;
   private processScheduled = false;
+  /** Resolves when every write started so far is done and handled. */
+  private persisted: Promise<void> = Promise.resolve();
+  /** Serialises the issuing of writes (see persist). */
+  private issueOrder: Promise<void> = Promise.resolve();
   private failed: Error | undefined;
   private stopped = false;
   private lastRole = '';
@@ -129,7 +132,8 @@ export class LatchkeyNode implements RequestSink {
     });
     // A single node elects itself at once; settle that before taking clients.
     this.replica.tick(performance.now());
-    await this.process();
+    this.process();
+    await this.persisted;
     this.listener = await startClientListener({
       host: options.listen.host, port: options.listen.port, sink: this, logger,
       onBatch: () => this.schedule(),
@@ -202,60 +206,96 @@ export class LatchkeyNode implements RequestSink {
   }
 
   private schedule(): void {
-    if (this.processScheduled || this.processing || this.failed !== undefined || this.stopped) return;
+    if (this.processScheduled || this.failed !== undefined || this.stopped) return;
     this.processScheduled = true;
     setImmediate(() => {
       this.processScheduled = false;
-      void this.process();
+      this.process();
     });
   }
 
-  private async process(): Promise<void> {
-    if (this.processing || this.failed !== undefined) return;
-    this.processing = true;
+  /**
+   * Takes every ready the replica has, at once: sends what may go before the disk, applies what
+   * is committed (durable on a majority already), and starts its write. Writes are issued in
+   * order and the disk log merges appends queued behind a running fsync into the next one
+   * (group commit); each ready's `afterPersist` runs once its own write and all earlier ones
+   * are done, so the messages that depend on the disk never overtake it.
+   */
+  private process(): void {
+    if (this.failed !== undefined) return;
     try {
       for (;;) {
         const ready = this.replica.takeReady(performance.now());
         if (ready === null) break;
         this.transport.send(ready.sendNow);
-        // Committed entries are durable on a majority already: answer them while this node's
-        // own write is in flight rather than after it.
         this.materialise(this.replica.applyReady(ready, performance.now()));
-        await this.persist(ready.raft);
-        await this.afterPersist(ready);
-        if (this.stopped) break;
+        const written = this.persist(ready.raft);
+        this.persisted = this.persisted
+          .then(() => written)
+          .then(() => this.afterPersist(ready))
+          .catch((err: Error) => this.fail(err))
+          .finally(() => this.schedule());
       }
     } catch (err) {
-      // A node that cannot write its log cannot acknowledge anything: stop serving rather than
-      // answer from state that is not durable.
-      this.failed = err as Error;
-      this.options.logger.error('log_write_failed', { error: (err as Error).message, stack: (err as Error).stack });
-      this.replica.failAll('internal', 'the node could not write its log');
-    } finally {
-      this.processing = false;
+      this.fail(err as Error);
     }
   }
 
-  private async persist(ready: Ready<Command>): Promise<void> {
+  private fail(err: Error): void {
+    if (this.failed !== undefined) return;
+    // A node that cannot write its log cannot acknowledge anything: stop serving rather than
+    // answer from state that is not durable.
+    this.failed = err;
+    this.options.logger.error('log_write_failed', { error: err.message, stack: err.stack });
+    this.replica.failAll('internal', 'the node could not write its log');
+  }
+
+  /**
+   * Starts the writes of one ready and resolves when they are durable. Writes are ISSUED in the
+   * order readies were taken (the disk log runs its operations in call order and merges queued
+   * appends into one write + fsync), but not waited for one by one, so group commit spans
+   * readies. A ready with a snapshot is a barrier: the snapshot must be durable before the log
+   * is reset, and nothing after it may reach the log first.
+   */
+  private persist(ready: Ready<Command>): Promise<void> {
+    let done: Promise<void> = Promise.resolve();
+    const issued = this.issueOrder.then(() => {
+      done = ready.snapshot !== null ? this.writeWithSnapshot(ready) : this.write(ready);
+      return ready.snapshot !== null ? done : undefined;
+    });
+    this.issueOrder = issued.then(() => undefined, () => undefined);
+    return issued.then(() => done);
+  }
+
+  private write(ready: Ready<Command>): Promise<void> {
+    const ops: Promise<unknown>[] = [];
+    if (ready.hardState !== null) ops.push(writeHardState(this.options.dataDir, ready.hardState));
+    if (ready.truncateFrom !== null) ops.push(this.log.truncateSuffix(ready.truncateFrom));
+    if (ready.entries.length > 0) ops.push(this.appendEntries(ready.entries));
+    return Promise.all(ops).then(() => undefined);
+  }
+
+  private async writeWithSnapshot(ready: Ready<Command>): Promise<void> {
+    const snapshot = ready.snapshot as Snapshot;
     if (ready.hardState !== null) await writeHardState(this.options.dataDir, ready.hardState);
-    if (ready.snapshot !== null) {
-      await writeFileAtomic(this.snapshotPath, JSON.stringify(ready.snapshot));
-      await this.log.reset(ready.snapshot.index + 1);
-    }
+    await writeFileAtomic(this.snapshotPath, JSON.stringify(snapshot));
+    await this.log.reset(snapshot.index + 1);
     if (ready.truncateFrom !== null) await this.log.truncateSuffix(ready.truncateFrom);
-    if (ready.entries.length === 0) return;
-    const entries: LogEntry[] = ready.entries.map((entry) => ({
+    if (ready.entries.length > 0) await this.appendEntries(ready.entries);
+  }
+
+  private async appendEntries(entries: readonly Entry<Command>[]): Promise<void> {
+    const records: LogEntry[] = entries.map((entry) => ({
       index: entry.index, term: entry.term, data: Buffer.from(JSON.stringify(entry.data), 'utf8'),
     }));
     const started = performance.now();
-    if (this.options.fsync === 'always') {
-      for (const entry of entries) await this.log.append([entry]);
-    } else {
-      await this.log.append(entries);
-    }
+    // With --fsync always each entry gets its own write + fsync (the disk log merges nothing in
+    // that mode); they are issued together so the order of the log is kept.
+    if (this.options.fsync === 'always') await Promise.all(records.map((record) => this.log.append([record])));
+    else await this.log.append(records);
     this.metrics.observeFsync((performance.now() - started) / 1000);
     this.metrics.countLogFlush();
-    this.metrics.countLogEntries(entries.length);
+    this.metrics.countLogEntries(records.length);
   }
 
   private async afterPersist(ready: NodeReady): Promise<void> {
@@ -287,8 +327,8 @@ export class LatchkeyNode implements RequestSink {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.replica?.beginShutdown();
-    // Let the batch in flight reach the disk and its answers go out.
-    while (this.processing) await new Promise((resolve) => setTimeout(resolve, 1));
+    // Let the writes in flight reach the disk and their answers go out.
+    await this.persisted;
     this.stopped = true;
     if (this.timer !== undefined) clearInterval(this.timer);
     this.replica?.failAll('shutting_down', 'the node is shutting down');

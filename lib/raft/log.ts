@@ -10,6 +10,9 @@ export class RaftLog<P> {
   private entries: Entry<P>[] = [];
   /** Entries up to here are durable. */
   stableIndex = 0;
+  /** Entries up to here have been handed out to be persisted (the write may still be in flight);
+   *  they are not handed out again. */
+  persistingIndex = 0;
 
   get firstIndex(): number {
     return this.snapshotIndex + 1;
@@ -55,6 +58,7 @@ export class RaftLog<P> {
     if (from > this.lastIndex) return;
     this.entries.length = from - this.snapshotIndex - 1;
     if (this.stableIndex >= from) this.stableIndex = from - 1;
+    if (this.persistingIndex >= from) this.persistingIndex = from - 1;
   }
 
   /** Forgets entries up to `index` after a snapshot that covers them. */
@@ -65,6 +69,7 @@ export class RaftLog<P> {
     this.snapshotIndex = index;
     this.snapshotTerm = term;
     if (this.stableIndex < index) this.stableIndex = index;
+    if (this.persistingIndex < index) this.persistingIndex = index;
   }
 
   /** Replaces the whole log by a snapshot's position (a follower far behind). */
@@ -73,10 +78,28 @@ export class RaftLog<P> {
     this.snapshotIndex = index;
     this.snapshotTerm = term;
     this.stableIndex = index;
+    this.persistingIndex = index;
   }
 
-  /** Entries not yet durable. */
+  /** Entries not yet durable nor handed out to be persisted. */
   unstable(): Entry<P>[] {
-    return this.stableIndex >= this.lastIndex ? [] : this.slice(this.stableIndex + 1, this.lastIndex);
+    const from = Math.max(this.stableIndex, this.persistingIndex) + 1;
+    return from > this.lastIndex ? [] : this.slice(from, this.lastIndex);
+  }
+
+  /** The last entry handed out for persisting: the caller's write of it is in flight. */
+  markPersisting(index: number): void {
+    if (index > this.persistingIndex) this.persistingIndex = index;
+  }
+
+  /** A write of `entries` finished: the prefix of them still in the log is durable. */
+  markStable(entries: readonly Entry<P>[]): void {
+    for (let i = entries.length - 1; i >= 0; i--) {
+      const entry = entries[i] as Entry<P>;
+      if (this.termAt(entry.index) === entry.term) {
+        if (entry.index > this.stableIndex) this.stableIndex = entry.index;
+        return;
+      }
+    }
   }
 }

@@ -232,7 +232,7 @@ export class Raft<P> {
 
   hasReady(): boolean {
     return this.hardStateDirty || this.snapshotToPersist !== null || this.truncateFrom !== null
-      || this.log.stableIndex < this.log.lastIndex || this.outNow.length > 0 || this.outAfter.length > 0
+      || Math.max(this.log.stableIndex, this.log.persistingIndex) < this.log.lastIndex || this.outNow.length > 0 || this.outAfter.length > 0
       || this.appliedIndex < this.commitIndex || this.reads.length > 0 || this.commitToTell();
   }
 
@@ -257,6 +257,11 @@ export class Raft<P> {
       committed: this.appliedIndex < this.commitIndex ? this.log.slice(Math.max(this.appliedIndex, this.log.snapshotIndex) + 1, this.commitIndex) : [],
       reads: this.reads,
     };
+    // Readies may overlap: the caller applies `committed` at once and may take the next ready
+    // while this one's write is in flight, so neither is handed out twice.
+    const last = ready.entries[ready.entries.length - 1];
+    if (last !== undefined) this.log.markPersisting(last.index);
+    if (this.commitIndex > this.appliedIndex) this.appliedIndex = this.commitIndex;
     this.hardStateDirty = false;
     this.snapshotToPersist = null;
     this.truncateFrom = null;
@@ -266,16 +271,10 @@ export class Raft<P> {
     return ready;
   }
 
-  /** The caller persisted `ready` and applied its committed entries. */
+  /** The caller persisted `ready` (readies are persisted in the order they were taken). */
   advance(ready: Ready<P>): void {
-    const last = ready.entries[ready.entries.length - 1];
-    // Entries truncated away meanwhile are not durable: only what still matches counts.
-    if (last !== undefined && this.log.termAt(last.index) === last.term && last.index > this.log.stableIndex) {
-      this.log.stableIndex = last.index;
-    }
-    const applied = ready.committed[ready.committed.length - 1];
-    if (applied !== undefined && applied.index > this.appliedIndex) this.appliedIndex = applied.index;
-    if (ready.snapshot !== null && ready.snapshot.index > this.appliedIndex) this.appliedIndex = ready.snapshot.index;
+    // Entries truncated away meanwhile are not durable: only the prefix that still matches.
+    this.log.markStable(ready.entries);
     if (this.role === 'leader') this.maybeCommit();
   }
 
@@ -469,7 +468,8 @@ export class Raft<P> {
       this.commitIndex = snap.index;
       this.snapshot = snap;
       this.snapshotToPersist = snap;
-      this.appliedIndex = Math.min(this.appliedIndex, snap.index);
+      // The state machine is replaced by the snapshot when this ready is taken.
+      this.appliedIndex = snap.index;
     }
     this.respond({ type: 'append_resp', term: this.term, from: this.id, to: message.from, success: true, match: snap.index, hint: 0, read: message.read });
   }
