@@ -53,6 +53,8 @@ const serverFlags: FlagSpec = {
   'election-timeout-ms': { type: 'string' },
   'session-ttl-ms': { type: 'string' },
   fsync: { type: 'string' },
+  'read-path': { type: 'string' },
+  'snapshot-every': { type: 'string' },
   'log-level': { type: 'string' },
   'auth-token-file': { type: 'string' },
   'cluster-secret-file': { type: 'string' },
@@ -73,7 +75,7 @@ function parse(argv: string[], options: FlagSpec): { values: FlagValues } {
 }
 
 /** Timing, durability and logging flags shared by `server` and `cluster`. */
-function commonOptions(values: Record<string, string | boolean | undefined>): Pick<NodeOptions, 'fsync' | 'heartbeatMs' | 'electionTimeoutMs' | 'sessionTtlMs'> & { logLevel: string } {
+function commonOptions(values: Record<string, string | boolean | undefined>): Pick<NodeOptions, 'fsync' | 'heartbeatMs' | 'electionTimeoutMs' | 'sessionTtlMs' | 'readPath' | 'snapshotEveryEntries'> & { logLevel: string } {
   const heartbeatMs = positiveInt('--heartbeat-ms', values['heartbeat-ms'] as string | undefined, 50);
   const electionTimeoutMs = positiveInt('--election-timeout-ms', values['election-timeout-ms'] as string | undefined, 300);
   const sessionTtlMs = positiveInt('--session-ttl-ms', values['session-ttl-ms'] as string | undefined, 10000);
@@ -86,7 +88,10 @@ function commonOptions(values: Record<string, string | boolean | undefined>): Pi
   for (const flag of ['grpc', 'auth-token-file', 'cluster-secret-file', 'tls-cert', 'tls-key', 'tls-ca']) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} is not supported by this build yet`);
   }
-  return { fsync: fsync as FsyncMode, heartbeatMs, electionTimeoutMs, sessionTtlMs, logLevel };
+  const readPath = (values['read-path'] as string | undefined) ?? 'index';
+  if (readPath !== 'index' && readPath !== 'log') throw new UsageError(`--read-path must be index or log (got '${readPath}')`);
+  const snapshotEveryEntries = positiveInt('--snapshot-every', values['snapshot-every'] as string | undefined, 20000);
+  return { fsync: fsync as FsyncMode, heartbeatMs, electionTimeoutMs, sessionTtlMs, readPath, snapshotEveryEntries, logLevel };
 }
 
 export function parseServerArgs(argv: string[]): NodeOptions {

@@ -42,6 +42,8 @@ export interface NodeOptions {
   sessionTtlMs: number;
   /** Compact the log into a snapshot after this many entries (default 20000). */
   snapshotEveryEntries?: number;
+  /** How linearizable reads are confirmed (see ReplicaConfig.readPath). */
+  readPath?: 'index' | 'log';
   logger: Logger;
 }
 
@@ -112,6 +114,7 @@ export class LatchkeyNode implements RequestSink {
       resendAfterMs: Math.max(200, options.electionTimeoutMs * 2),
       snapshotEveryEntries: options.snapshotEveryEntries ?? 20000,
       entriesPerAppendMax: 4096,
+      readPath: options.readPath ?? 'index',
       rng: new Prng(Number.parseInt(randomUUID().slice(0, 8), 16)),
       newSecret: () => randomUUID(),
     });

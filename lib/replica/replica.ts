@@ -44,6 +44,10 @@ export interface ReplicaConfig {
   snapshotEveryEntries: number;
   entriesPerAppendMax: number;
   rng: Prng;
+  /** How linearizable reads are confirmed: 'index' (read-index, thesis §6.4: a heartbeat round,
+   *  no log write) or 'log' (each batch of reads rides an entry through the log). 'index' is
+   *  the default; 'log' exists to measure the difference. */
+  readPath?: 'index' | 'log';
   /** Test-only: deliberately broken Raft rules (see RaftConfig.broken). */
   broken?: { commitOlderTermByCount?: boolean; voteForStaleLog?: boolean };
   /** Draws the unguessable resume secret of a new session (randomness stays outside apply). */
@@ -76,6 +80,8 @@ interface PendingCommand {
   helloFor: ConnState | null;
   /** Keepalives answered by this touch. */
   touchReplies: Reply[] | null;
+  /** Reads answered when this entry applies (readPath 'log'). */
+  reads: PendingRead[] | null;
   /** Fields only this node knows, added to a success answer (hello: node, leader). */
   extra: Record<string, unknown> | null;
   createdAt: number;
@@ -324,7 +330,7 @@ export class Replica {
   ): void {
     command.origin = origin;
     const extra = command.type === 'hello' && !command.implicit ? { node: this.config.nodeId } : null;
-    this.pending.set(origin, { command, reply, helloFor, touchReplies, extra, createdAt: now, sentAt: null, sentTo: null });
+    this.pending.set(origin, { command, reply, helloFor, touchReplies, reads: null, extra, createdAt: now, sentAt: null, sentTo: null });
     this.queued.push(origin);
   }
 
@@ -531,6 +537,15 @@ export class Replica {
   private flushReads(now: number): void {
     const leader = this.raft.leader;
     if (this.readQueue.length === 0 || leader === null) return;
+    if (this.config.readPath === 'log') {
+      // The reads are answered from the state right after an entry of their own applies.
+      const origin = this.nextOrigin();
+      this.submit({ type: 'touch', at: 0, clients: [] }, null, now, origin);
+      (this.pending.get(origin) as PendingCommand).reads = this.readQueue;
+      this.readQueue = [];
+      this.flushCommands(now);
+      return;
+    }
     const ctx = `r${++this.readSeq}`;
     const batch: ReadBatch = { reads: this.readQueue, sentAt: now, sentTo: leader, index: null };
     this.readQueue = [];
@@ -635,6 +650,7 @@ export class Replica {
     if (p === undefined) return; // answered by an earlier copy of the same command
     this.pending.delete(origin);
     if (command.type === 'touch') {
+      for (const r of p.reads ?? []) this.answer(r.reply, this.readLocal(r.request));
       for (const reply of p.touchReplies ?? []) {
         const client = reply.conn.clientId;
         const session = client === undefined ? undefined : this.state.sessions.get(client);
@@ -702,6 +718,7 @@ export class Replica {
     if (p.helloFor !== null) p.helloFor.helloPending = false;
     if (p.reply !== null) this.answer(p.reply, answer);
     for (const reply of p.touchReplies ?? []) this.answer(reply, answer);
+    for (const r of p.reads ?? []) this.answer(r.reply, answer);
   }
 
   /** Fails every request still waiting (shutdown). */
