@@ -323,7 +323,9 @@ export class Raft<P> {
     this.leader = this.id;
     this.progress = new Map();
     for (const peer of this.peers) {
-      this.progress.set(peer, { next: this.log.lastIndex + 1, match: 0, probing: true, paused: false, active: true, sentCommit: 0 });
+      // Not active until it answers: a leader cut off right after its election steps down after
+      // one check-quorum round, not two.
+      this.progress.set(peer, { next: this.log.lastIndex + 1, match: 0, probing: true, paused: false, active: false, sentCommit: 0 });
     }
     this.heartbeatDue = now + this.config.heartbeatMs;
     this.quorumCheckDue = now + this.config.electionTimeoutMs;
@@ -463,8 +465,10 @@ export class Raft<P> {
       // We already have the entries it covers: keep the tail after it.
       this.commitIndex = snap.index;
     } else {
+      // Raft §7: the whole log is discarded. The caller persists the snapshot, then drops every
+      // entry on disk after it (truncateFrom), so no stale tail survives a restart.
       this.log.restore(snap.index, snap.term);
-      this.truncateFrom = null;
+      this.truncateFrom = snap.index + 1;
       this.commitIndex = snap.index;
       this.snapshot = snap;
       this.snapshotToPersist = snap;
