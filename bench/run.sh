@@ -1,35 +1,89 @@
 #!/usr/bin/env bash
-# npm run bench: latchkey side by side with etcd (3 members) and redis, on this machine, with the
-# workloads of ../shared/bench (uncontended cycles/s, contended handoffs/s, p50/p99).
+# npm run bench: latchkey (3 nodes, Raft) side by side with etcd (3 members) and redis on this
+# machine, then the failover time of latchkey and etcd.
 #
-# Until replication lands, latchkey runs as ONE node with --fsync batch (group commit: every
-# answer waits for the fsync covering it). The peers are installed by ../shared/bench's
-# install-peers.sh when missing.
+#   1. builds this checkout if dist/ is missing or older than lib/;
+#   2. installs etcd, redis and the bench's npm modules with $BENCH_DIR/install-peers.sh if any
+#      is missing;
+#   3. $BENCH_DIR/compare.sh "$ROOT": a fresh 3-node latchkey from this checkout (started by
+#      peers.sh: node bin/main server --id nK --listen 127.0.0.1:1700K ...) for every workload and
+#      run, side by side with the peers, and the table with latchkey/etcd ratios;
+#   4. node bench/failover.mjs: kill -9 of the leader -> first grant on the new leader, median of
+#      FAILOVER_TRIALS, latchkey vs etcd.
+# Results: bench/results/<date>-<time>/ (results.jsonl, table.txt, table.md, bench.log, peers.log,
+# conditions.txt from compare.sh; failover.jsonl, failover.txt, failover.log from failover.mjs).
 #
-# Environment: BENCH_DIR (../shared/bench), SYSTEMS ("etcd-mutex redis"),
-# WORKLOADS ("uncontended contended"), REPEAT (2), DURATION (10), CLIENTS (32), LATCHKEY_PORT (17001).
+# Environment (defaults in brackets):
+#   BENCH_DIR        the shared bench folder [$ROOT/../shared/bench]
+#   SYSTEMS          peers beside latchkey ["etcd-mutex redis"]; "" = latchkey only
+#   WORKLOADS        ["uncontended contended"]
+#   REPEAT [2]  DURATION [10]  CLIENTS [32]; every other compare.sh knob (WARMUP, PROCS,
+#                    LATCHKEY_ARGS, BENCH_ARGS, BENCH_STATE_DIR, ...) passes through
+#   FAILOVER_TRIALS  [5]; 0 skips the failover measurement
+#   FAILOVER_SYSTEMS ["latchkey,etcd"]
+#   FAILOVER_ARGS    extra flags for failover.mjs (e.g. "--election-timeout-ms 150")
+#   OUT              the results folder [bench/results/<date>-<time>]
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BENCH_DIR="${BENCH_DIR:-$ROOT/../shared/bench}"
-[ -f "$BENCH_DIR/bench.mjs" ] || { echo "bench: no $BENCH_DIR/bench.mjs (set BENCH_DIR)" >&2; exit 2; }
+[ -f "$BENCH_DIR/compare.sh" ] || { echo "bench: no $BENCH_DIR/compare.sh (set BENCH_DIR)" >&2; exit 2; }
 BENCH_DIR="$(cd "$BENCH_DIR" && pwd)"
-PORT="${LATCHKEY_PORT:-17001}"
 
-[ -f "$ROOT/dist/lib/cli/main.js" ] || (cd "$ROOT" && npm run build)
-if ! command -v etcd >/dev/null || ! command -v redis-server >/dev/null || [ ! -d "$BENCH_DIR/node_modules" ]; then
+# 1. build if needed
+MAIN_JS="$ROOT/dist/lib/cli/main.js"
+if [ ! -f "$MAIN_JS" ] || [ -n "$(find "$ROOT/lib" -name '*.ts' -newer "$MAIN_JS" -print -quit)" ]; then
+  echo "bench: building $ROOT" >&2
+  (cd "$ROOT" && npm run build) || { echo "bench: npm run build failed; not benchmarking a broken build" >&2; exit 1; }
+fi
+
+# 2. the peers
+if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null || ! command -v redis-server >/dev/null \
+   || ! command -v redis-cli >/dev/null || [ ! -d "$BENCH_DIR/node_modules/etcd3" ]; then
   "$BENCH_DIR/install-peers.sh"
 fi
 
-DATA="$(mktemp -d "${TMPDIR:-/tmp}/latchkey-bench-XXXXXX")"
-node "$ROOT/bin/main" server --id n1 --listen "127.0.0.1:$PORT" --peers "n1=127.0.0.1:$PORT" \
-  --data "$DATA" --fsync batch --log-level warn 2>"$DATA.log" &
-PID=$!
-cleanup() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DATA"; }
-trap cleanup EXIT
-
-export LATCHKEY_ENDPOINTS="127.0.0.1:$PORT" LATCHKEY_PIDS="$PID"
 export SYSTEMS="${SYSTEMS-etcd-mutex redis}"
 export WORKLOADS="${WORKLOADS:-uncontended contended}"
 export REPEAT="${REPEAT:-2}" DURATION="${DURATION:-10}" CLIENTS="${CLIENTS:-32}"
 export OUT="${OUT:-$ROOT/bench/results/$(date +%Y%m%d-%H%M%S)}"
-"$BENCH_DIR/compare.sh"
+FAILOVER_TRIALS="${FAILOVER_TRIALS:-5}"
+FAILOVER_SYSTEMS="${FAILOVER_SYSTEMS:-latchkey,etcd}"
+unset LATCHKEY_ENDPOINTS LATCHKEY_PIDS # compare.sh starts latchkey itself from this checkout
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+
+status=0
+trap 'echo "bench: interrupted" >&2; exit 130' INT TERM
+
+# 3. side by side
+echo "== bench: compare.sh $ROOT (SYSTEMS='$SYSTEMS' WORKLOADS='$WORKLOADS' REPEAT=$REPEAT DURATION=$DURATION CLIENTS=$CLIENTS)" >&2
+if ! "$BENCH_DIR/compare.sh" "$ROOT" >/dev/null; then
+  echo "bench: compare.sh failed (see $OUT/bench.log and $OUT/peers.log)" >&2
+  status=1
+fi
+
+# 4. failover
+if [ "$FAILOVER_TRIALS" != 0 ]; then
+  echo "== bench: failover.mjs --trials $FAILOVER_TRIALS --systems $FAILOVER_SYSTEMS" >&2
+  # shellcheck disable=SC2086
+  if ! node "$ROOT/bench/failover.mjs" --trials "$FAILOVER_TRIALS" --systems "$FAILOVER_SYSTEMS" \
+      --checkout "$ROOT" --bench-dir "$BENCH_DIR" --json-out "$OUT/failover.jsonl" ${FAILOVER_ARGS:-} \
+      >"$OUT/failover.txt" 2> >(tee "$OUT/failover.log" >&2); then
+    echo "bench: failover.mjs failed (see $OUT/failover.log)" >&2
+    status=1
+  fi
+fi
+
+echo
+echo "== side by side: latchkey (3 nodes) vs ${SYSTEMS:-nothing}; $CLIENTS clients, ${DURATION} s runs, $REPEAT run(s) each"
+if [ -s "$OUT/table.txt" ]; then cat "$OUT/table.txt"; else echo "(no table: see $OUT/bench.log)"; fi
+if [ "$FAILOVER_TRIALS" != 0 ]; then
+  echo
+  echo "== failover"
+  if [ -s "$OUT/failover.txt" ]; then cat "$OUT/failover.txt"; else echo "(no table: see $OUT/failover.log)"; fi
+fi
+echo
+echo "results in $OUT:"
+echo "  results.jsonl, table.txt, table.md, bench.log, peers.log, conditions.txt (compare.sh)"
+[ "$FAILOVER_TRIALS" != 0 ] && echo "  failover.jsonl, failover.txt, failover.log (bench/failover.mjs)"
+exit "$status"
