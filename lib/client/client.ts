@@ -21,6 +21,9 @@ import { validateRequest } from '../protocol/schemas';
 import { Keepalive, safetyMarginMs } from './keepalive';
 import { Lock, type LockHost, type LostReason } from './lock';
 
+/** How often a client looks for grants it may hold without knowing (see suspect()). */
+const suspectSweepMs = 1000;
+
 export interface LockClientOptions {
   /** Every node as `HOST:PORT` (`[v6]:PORT` for IPv6). One is used at a time, round robin. */
   servers: readonly string[];
@@ -157,6 +160,9 @@ export class LockClient implements LockHost {
   private idSeq = 0;
   private readonly pending = new Map<number, Pending>();
   private readonly locks = new Map<string, Lock>();
+  /** Locks a gave-up take may have been granted (see suspect()). */
+  private readonly suspects = new Set<string>();
+  private suspectTimer: NodeJS.Timeout | null = null;
   private readonly keepalive: Keepalive;
   private resumeToken: string | null = null;
 
@@ -202,7 +208,8 @@ export class LockClient implements LockHost {
     const body: Wire = { action: 'preempt', lock_name: name, client_id: this.clientId, request_id: uuidv4() };
     if (options.leaseMs !== undefined) body['lease_ms'] = options.leaseMs;
     const issuedAtMs = performance.now();
-    const { answer } = await this.call(body, this.plainPolicy());
+    const policy: Policy = { ...this.plainPolicy(), onGiveUp: () => this.suspect(name) };
+    const { answer } = await this.call(body, policy);
     return this.granted(name, answer, issuedAtMs, options.leaseMs);
   }
 
@@ -222,7 +229,11 @@ export class LockClient implements LockHost {
       // is released at once; and in case it was granted already, a release goes out now too.
       onLateAnswer: (answer) => this.releaseQuietly(name, answer['token']),
       onGiveUp: () => {
+        // The client holds no grant of this name now, so a release without a token can only
+        // release what this waiting acquire may have been granted; sent on this connection
+        // before any later take, it cannot overtake one. If it cannot get through, suspect().
         if (!this.locks.has(name)) this.releaseQuietly(name, undefined);
+        this.suspect(name);
       },
     };
     if (signal !== undefined) policy.signal = signal;
@@ -370,6 +381,47 @@ export class LockClient implements LockHost {
     }
   }
 
+  /**
+   * A preempt or acquire gave up without knowing whether it was granted (PROTOCOL §4 lets a
+   * request already in the log be applied after the node stopped waiting for it). Until the
+   * cluster says otherwise, look at the lock now and then, and release a grant of ours that no
+   * handle owns, by its token, so it can never release a later, legitimate grant.
+   */
+  private suspect(name: string): void {
+    if (this.locks.has(name)) return;
+    this.suspects.add(name);
+    if (this.suspectTimer === null && this.state === 'open') {
+      this.suspectTimer = setTimeout(() => void this.sweepSuspects(), suspectSweepMs);
+      this.suspectTimer.unref();
+    }
+  }
+
+  private async sweepSuspects(): Promise<void> {
+    this.suspectTimer = null;
+    for (const name of [...this.suspects]) {
+      if (this.state !== 'open') return;
+      try {
+        const state = await this.check(name);
+        const held = this.locks.get(name);
+        if (state.owner !== this.clientId || state.token === null || (held !== undefined && held.token === state.token)) {
+          this.suspects.delete(name);
+          continue;
+        }
+        await this.call(
+          { action: 'release', lock_name: name, client_id: this.clientId, token: state.token, request_id: uuidv4() },
+          this.plainPolicy(),
+        );
+        this.suspects.delete(name);
+      } catch (err) {
+        if (err instanceof LatchkeyError && (err.code === 'not_owner' || err.code === 'stale_token')) this.suspects.delete(name);
+      }
+    }
+    if (this.suspects.size > 0 && this.state === 'open') {
+      this.suspectTimer = setTimeout(() => void this.sweepSuspects(), suspectSweepMs);
+      this.suspectTimer.unref();
+    }
+  }
+
   private releaseQuietly(name: string, token: unknown): void {
     if (this.state !== 'open') return;
     const body: Wire = { action: 'release', lock_name: name, client_id: this.clientId, request_id: uuidv4() };
@@ -496,6 +548,9 @@ export class LockClient implements LockHost {
     const waitMs = backoffMs(entry.unavailableCount++);
     if (entry.detached || nowMs + waitMs > entry.issuedAtMs + entry.policy.budgetMs) {
       this.settle(entry, { error });
+      // An `unavailable` for a request already in a leader's log does not prove it was not
+      // applied: a take that gave up this way may still be granted once a quorum is back.
+      if (!entry.detached) entry.policy.onGiveUp?.();
       return;
     }
     entry.written = false;
@@ -657,6 +712,7 @@ export class LockClient implements LockHost {
   private async shutDown(): Promise<void> {
     this.state = 'closing';
     this.keepalive.stop();
+    if (this.suspectTimer !== null) clearTimeout(this.suspectTimer);
     if (this.resumeToken !== null) {
       await this.call({ action: 'bye', client_id: this.clientId, request_id: uuidv4() }, this.plainPolicy())
         .catch(() => undefined);

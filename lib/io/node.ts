@@ -330,6 +330,11 @@ export class LatchkeyNode implements RequestSink {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.replica?.beginShutdown();
+    // Sessions of this node's connections are NOT ended: like a crash, a clean stop leaves them
+    // to their ttl (or grace), so their clients resume them on another node without losing
+    // their locks (a rolling restart must not drop every lock). An acquire queued through this
+    // node stays queued in the cluster; it is answered shutting_down here and, re-sent elsewhere
+    // with the same request_id, joins its place in the queue.
     // Let the writes in flight reach the disk and their answers go out.
     await this.persisted;
     this.stopped = true;

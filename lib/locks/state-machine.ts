@@ -193,7 +193,11 @@ function applyDedup(state: LockState, command: DedupCommand, effects: Effect[]):
   }
   if (session === undefined) {
     // The session expired between the node accepting the request and this entry applying it.
-    // Not applied, so not remembered: the client may send it again (it will open a new session).
+    // A release or an append: the client holds nothing any more (PROTOCOL §4: no hold is
+    // not_owner). A take: not applied, so not remembered; sent again it opens a new session.
+    if (command.type === 'release' || command.type === 'append') {
+      return errorAnswer('not_owner', `the session of ${command.client} ended; it holds no lock`);
+    }
     return errorAnswer('unavailable', `session of ${command.client} ended; send the request again to open a new one`);
   }
   if (session.conn !== command.conn) return mismatch(command.client);

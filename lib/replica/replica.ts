@@ -87,6 +87,8 @@ interface PendingCommand {
   createdAt: number;
   /** When it was last proposed or forwarded, and to which leader; null while queued. */
   sentAt: number | null;
+  /** Ever proposed or forwarded: then it may be in some leader's log. */
+  everSent: boolean;
   sentTo: string | null;
 }
 
@@ -180,6 +182,7 @@ export class Replica {
   beginShutdown(): void {
     this.shuttingDown = true;
   }
+
 
   status(): StatusInfo {
     const role = this.raft.role === 'precandidate' ? 'candidate' : this.raft.role;
@@ -330,7 +333,7 @@ export class Replica {
   ): void {
     command.origin = origin;
     const extra = command.type === 'hello' && !command.implicit ? { node: this.config.nodeId } : null;
-    this.pending.set(origin, { command, reply, helloFor, touchReplies, reads: null, extra, createdAt: now, sentAt: null, sentTo: null });
+    this.pending.set(origin, { command, reply, helloFor, touchReplies, reads: null, extra, createdAt: now, sentAt: null, sentTo: null, everSent: false });
     this.queued.push(origin);
   }
 
@@ -404,7 +407,13 @@ export class Replica {
     for (const [origin, p] of this.pending) {
       if (now - p.createdAt >= this.config.unavailableAfterMs) {
         this.pending.delete(origin);
-        this.failPending(p, 'unavailable', 'no leader answered in time; the request may or may not have been applied: retry it (with the same request_id to be safe)');
+        // PROTOCOL §5 `unavailable`: retry. A request that never reached a leader was refused
+        // before it was applied. One that reached a leader's log without committing may still
+        // be applied once a quorum is back, whatever we answer now: say so; re-sent with the
+        // same request_id it takes effect at most once and gets the first answer.
+        this.failPending(p, 'unavailable', p.everSent
+          ? 'no quorum confirmed the request in time; it may still be applied later: re-send it with the same request_id to learn the outcome'
+          : 'no leader to send the request to; it was not applied');
         continue;
       }
       if (p.sentAt !== null && leader !== null && (p.sentTo !== leader || now - p.sentAt >= this.config.resendAfterMs)) {
@@ -519,6 +528,7 @@ export class Replica {
         if (p === undefined || p.sentAt !== null) continue;
         p.sentAt = now;
         p.sentTo = leader;
+        p.everSent = true;
         if (leading) this.leaderBatch.push(p.command);
         else forward.push(p.command);
       }

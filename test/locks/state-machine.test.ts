@@ -568,17 +568,16 @@ describe('locks/state-machine', () => {
       expect(log.state.sessions.has('a')).to.equal(true);
     });
 
-    it('answer unavailable to a request with no session, and do not remember it', () => {
+    it('with no session: a take is unavailable, a release or append not_owner, and none is remembered', () => {
       const log = new Log();
-      for (const result of [
+      const results = [
         log.preempt('a', 'L', { req: 'r1' }),
         log.acquire('a', 'L', { req: 'r2' }),
         log.release('a', 'L', { req: 'r3' }),
         log.append('a', 'L', 1, 'f', 'x', { req: 'r4' }),
-      ]) {
-        expect(codeOf(result.answer)).to.equal('unavailable');
-        expect(result.effects).to.deep.equal([]);
-      }
+      ];
+      expect(results.map((r) => codeOf(r.answer))).to.deep.equal(['unavailable', 'unavailable', 'not_owner', 'not_owner']);
+      for (const result of results) expect(result.effects).to.deep.equal([]);
       expect(log.state.sessions.size).to.equal(0);
       log.hello('a', { implicit: true });
       expect(log.preempt('a', 'L', { req: 'r1' }).answer).to.deep.equal(granted('L', 'a', 1));
