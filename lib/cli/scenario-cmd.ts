@@ -1,25 +1,38 @@
 // `node bin/main` (every scenario) and `node bin/main scenario NAME|FILE [--seed N]`.
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import { formatSummary, formatTable, renderHtml } from '../scenario/report';
 import { runScenario, type ScenarioReport } from '../scenario/runner';
 import { listScenarios, loadScenario, ScenarioError, type ScenarioSpec } from '../scenario/spec';
 
-function printReport(report: ScenarioReport): void {
-  const errors = Object.entries(report.errors).map(([code, n]) => `${code}=${n}`).join(' ') || 'none';
-  process.stdout.write(`\n${report.ok ? 'PASS' : 'FAIL'} ${report.name}  ops=${report.ops} handoffs=${report.handoffs} errors: ${errors}  (${(report.durationMs / 1000).toFixed(1)} s)\n`);
-  for (const check of report.checks) process.stdout.write(`  ${check.ok ? 'ok  ' : 'FAIL'} ${check.name}: ${check.detail}\n`);
-}
+const reportsDir = path.resolve(__dirname, '../../../reports');
 
 async function runAll(specs: ScenarioSpec[], seed: number): Promise<number> {
-  let failed = 0;
+  const reports: ScenarioReport[] = [];
+  const started = Date.now();
   for (const spec of specs) {
-    const report = await runScenario(spec, { seed, onProgress: (line) => process.stderr.write(`${line}\n`) });
-    printReport(report);
-    if (!report.ok) {
-      failed++;
-      process.stdout.write(`  replay: node bin/main scenario ${spec.name} --seed ${seed}\n`);
+    let report: ScenarioReport;
+    try {
+      report = await runScenario(spec, { seed, onProgress: (line) => process.stderr.write(`  ${line}\n`) });
+    } catch (err) {
+      process.stdout.write(`\nFAIL ${spec.name}: the run itself failed: ${(err as Error).message}\n`);
+      reports.push({
+        name: spec.name, description: spec.description, seed, ok: false, durationMs: 0, ops: 0, errors: {}, grants: 0, handoffs: 0,
+        leaderChanges: 0, lost: 0, checks: [{ name: 'run', ok: false, detail: (err as Error).message }], history: [], events: [], endMs: 0,
+      });
+      continue;
     }
+    reports.push(report);
+    process.stdout.write(`\n${formatTable(report)}\n`);
+    if (!report.ok) process.stdout.write(`  replay: node bin/main scenario ${spec.name} --seed ${seed}\n`);
   }
-  process.stdout.write(`\n${specs.length - failed} passed, ${failed} failed\n`);
+  await fs.mkdir(reportsDir, { recursive: true });
+  const html = path.join(reportsDir, 'scenarios.html');
+  await fs.writeFile(html, renderHtml(reports));
+  const failed = reports.filter((r) => !r.ok).length;
+  process.stdout.write(`\n${formatSummary(reports)}\n\ntimeline: ${html}\n`);
+  process.stdout.write(`${reports.length - failed} passed, ${failed} failed (${((Date.now() - started) / 1000).toFixed(1)} s)\n`);
   return failed === 0 ? 0 : 1;
 }
 
@@ -33,7 +46,7 @@ function parseSeed(value: string | undefined): number {
 export async function runAllScenarios(): Promise<number> {
   const seed = parseSeed(undefined);
   const specs = await Promise.all((await listScenarios()).map((name) => loadScenario(name)));
-  process.stdout.write(`running ${specs.length} scenarios, seed ${seed}\n`);
+  process.stdout.write(`running ${specs.length} scenarios against fresh 3-node clusters, seed ${seed}\n`);
   return runAll(specs, seed);
 }
 
