@@ -2,9 +2,10 @@
 // LinkProxy per directed peer link (n1 dials n2 through the proxy n1->n2; PROTOCOL §1: the
 // addresses in --peers are only where a node dials the others). Client ports are direct.
 //
-// Faults: kill -9 / restart (same id, client port, data dir and proxies), SIGSTOP / SIGCONT,
-// partitions (both directions of every link between groups), one-way cuts, link delays. Every
-// action is recorded in `events` with a time from the clock passed in, for a report's timeline.
+// Faults: kill -9 / restart (same id, client port, data dir and proxies), SIGTERM (a clean
+// stop), SIGSTOP / SIGCONT, partitions (both directions of every link between groups), one-way
+// cuts, link delays. Every action is recorded in `events` with a time from the clock passed in,
+// for a report's timeline.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
@@ -23,7 +24,8 @@ export interface ClusterOptions {
   proxied: boolean;
   /** Milliseconds for `events[].atMs` (default: since startCluster was called). */
   clock?: () => number;
-  /** How long a node may take to log `node_started` (default 10 s). */
+  /** How long a node may take to log `node_started` (default 10 s; past it, the start fails
+   *  with an error marked `startTimedOut: true`). */
   startTimeoutMs?: number;
   /** How many times the whole start is tried when a client port was taken meanwhile (default 5). */
   attempts?: number;
@@ -73,6 +75,8 @@ export interface ClusterNode {
   readonly dataDir: string;
   /** How many processes were started for this node. */
   starts: number;
+  /** How the last process ended (`code 0`, `signal SIGKILL`), or null if none has ended yet. */
+  lastExit: string | null;
 }
 
 type Message = Record<string, unknown>;
@@ -209,6 +213,7 @@ class NodeHandle implements ClusterNode {
   pid = 0;
   state: NodeState = 'stopped';
   starts = 0;
+  lastExit: string | null = null;
   private proc: ChildProcess | null = null;
   private exited: Promise<void> = Promise.resolve();
   private stderrText = '';
@@ -239,7 +244,8 @@ class NodeHandle implements ClusterNode {
       proc.once('exit', (code, signal) => {
         if (this.proc === proc) {
           this.state = 'stopped';
-          this.onExit(this, signal !== null ? `signal ${signal}` : `code ${code}`, this.expectExit);
+          this.lastExit = signal !== null ? `signal ${signal}` : `code ${code}`;
+          this.onExit(this, this.lastExit, this.expectExit);
         }
         resolve();
       });
@@ -256,7 +262,11 @@ class NodeHandle implements ClusterNode {
         if (err === undefined) resolve();
         else reject(err);
       };
-      const timer = setTimeout(() => finish(new Error(`node ${this.id} did not log node_started within ${startTimeoutMs} ms:\n${own.slice(-4000)}`)), startTimeoutMs);
+      const timer = setTimeout(() => {
+        const err = new Error(`node ${this.id} did not log node_started within ${startTimeoutMs} ms:\n${own.slice(-4000)}`);
+        (err as Error & { startTimedOut?: boolean }).startTimedOut = true;
+        finish(err);
+      }, startTimeoutMs);
       proc.stderr?.on('data', (chunk: string) => {
         this.appendStderr(chunk);
         if (done) return;
@@ -285,6 +295,22 @@ class NodeHandle implements ClusterNode {
     this.expectExit = true;
     proc.kill('SIGKILL');
     await this.exited;
+  }
+
+  /** SIGTERM (and SIGCONT if paused, so it can act on it); SIGKILL if it has not exited after
+   *  `killAfterMs`. Resolves once it exited. */
+  async terminate(killAfterMs: number): Promise<void> {
+    const proc = this.proc;
+    if (proc === null || this.state === 'stopped') return;
+    this.expectExit = true;
+    proc.kill('SIGTERM');
+    if (this.state === 'paused') {
+      proc.kill('SIGCONT');
+      this.state = 'running';
+    }
+    const timer = setTimeout(() => proc.kill('SIGKILL'), killAfterMs);
+    await this.exited;
+    clearTimeout(timer);
   }
 
   pause(): void {
@@ -359,6 +385,16 @@ export class Cluster {
   /** Every line node `id` wrote on stderr, across restarts (the last few MiB). */
   stderr(id: string): string {
     return this.handle(id).stderr();
+  }
+
+  /** The last `lines` lines node `id` wrote on stderr. */
+  tail(id: string, lines = 40): string {
+    return this.stderr(id).replace(/\n$/, '').split('\n').slice(-lines).join('\n');
+  }
+
+  /** The last `lines` lines of every node's stderr, one block per node (for failure output). */
+  logTails(lines = 20): string {
+    return this.ids.map((id) => `== ${id} ==\n${this.tail(id, lines)}`).join('\n');
   }
 
   /** Parsed JSON log lines of node `id`, optionally only those of one `event`. */
@@ -452,6 +488,15 @@ export class Cluster {
     const pid = node.pid;
     await node.kill();
     this.record('kill', `${id} pid ${pid} SIGKILL`);
+  }
+
+  /** SIGTERM (a clean stop) and wait for the exit; SIGKILL after `killAfterMs` (default 5 s). */
+  async terminate(id: string, killAfterMs = 5000): Promise<void> {
+    const node = this.handle(id);
+    const pid = node.pid;
+    if (node.state === 'stopped') return;
+    await node.terminate(killAfterMs);
+    this.record('terminate', `${id} pid ${pid} SIGTERM, exited (${node.lastExit ?? 'unknown'})`);
   }
 
   /** Starts `id` again with the same client port, data dir and proxies (kills it first if it runs). */

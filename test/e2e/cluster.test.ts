@@ -3,45 +3,92 @@
 // restarted; every acknowledged lock, token and append must survive, and no request may succeed
 // without a quorum.
 import { randomUUID } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { expect } from 'chai';
 import { LockClient } from '../../lib/index';
-import { ProcessCluster, stopAllClusters, type NodeStatus } from '../helpers/cluster-process';
+import { startCluster, type Cluster, type NodeStatus } from '../../lib/scenario/cluster';
 import { connectRaw, sleep, type Message, type RawClient } from '../helpers/raw-client';
 
 /** Sessions must not expire on their own during a test (raw clients send no keepalives). */
 const sessionTtlMs = 30000;
 
+/** A 3-node cluster in a fresh temporary directory, once a leader is agreed. No test here cuts
+ *  a link, so peer links are not proxied. */
+async function startTestCluster(): Promise<{ cluster: Cluster; dataRoot: string }> {
+  // A node that did not start in time (a loaded machine) gets one more try, in a fresh directory.
+  for (let attempt = 1; ; attempt++) {
+    const dataRoot = await fs.mkdtemp(path.join(os.tmpdir(), 'latchkey-cluster-'));
+    let cluster: Cluster | undefined;
+    try {
+      cluster = await startCluster({
+        nodes: 3,
+        dataRoot,
+        proxied: false,
+        args: ['--heartbeat-ms', '50', '--election-timeout-ms', '300', '--session-ttl-ms', String(sessionTtlMs)],
+        startTimeoutMs: 30000,
+      });
+      await cluster.leader();
+      return { cluster, dataRoot };
+    } catch (err) {
+      await cluster?.stop();
+      await fs.rm(dataRoot, { recursive: true, force: true });
+      if ((err as { startTimedOut?: boolean }).startTimedOut !== true || attempt >= 2) throw err;
+    }
+  }
+}
+
 describe('e2e: 3-node cluster of real processes', function () {
   this.timeout(60000);
-  let cluster: ProcessCluster;
+  let cluster: Cluster;
+  /** The data directory of `cluster`, while it still exists. */
+  let dataRoot: string | undefined;
   const raws: RawClient[] = [];
   const lockClients: LockClient[] = [];
 
   beforeEach(async () => {
-    cluster = await ProcessCluster.start({ size: 3, args: ['--session-ttl-ms', String(sessionTtlMs)] });
+    ({ cluster, dataRoot } = await startTestCluster());
   });
 
   afterEach(async function () {
     for (const c of raws.splice(0)) c.close();
     // close() sends bye; never wait long for it (the cluster may be down).
     await Promise.all(lockClients.splice(0).map((c) => Promise.race([c.close(), sleep(2000)])));
-    if (cluster === undefined) return; // the first start failed (and cleaned up after itself)
+    if (dataRoot === undefined) return; // the start failed (and cleaned up after itself)
     if (this.currentTest?.state === 'failed') {
-      process.stderr.write(`\n---- node logs of failed test "${this.currentTest.title}" ----\n${cluster.logTails(25)}\n`);
+      process.stderr.write(`\n---- node logs of failed test "${this.currentTest.title}" ----\n${cluster.logTails(25)}\n`
+        + `---- cluster events ----\n${cluster.events.map((e) => `${e.atMs} ms ${e.kind} ${e.detail}`).join('\n')}\n`);
     }
-    await cluster.stopAll();
-  });
-
-  after(async () => {
-    await stopAllClusters();
+    try {
+      await cluster.stop();
+    } finally {
+      await fs.rm(dataRoot, { recursive: true, force: true });
+      dataRoot = undefined;
+    }
   });
 
   // ---------------------------------------------------------------- helpers
 
   async function connect(id: string): Promise<RawClient> {
-    const c = await connectRaw(cluster.port(id));
+    const c = await connectRaw(cluster.node(id).port);
     raws.push(c);
     return c;
+  }
+
+  /** Ids of the nodes other than `ids`. */
+  function others(...ids: string[]): string[] {
+    return cluster.ids.filter((id) => !ids.includes(id));
+  }
+
+  /** HOST:PORT of the given nodes, in that order, for LockClient. */
+  function serversOf(ids: string[]): string[] {
+    return ids.map((id) => `127.0.0.1:${cluster.node(id).port}`);
+  }
+
+  /** `status` of one node, or null if it does not answer in time (down, paused, busy). */
+  function statusOf(id: string, timeoutMs: number): Promise<NodeStatus | null> {
+    return cluster.status(id, timeoutMs).catch(() => null);
   }
 
   function lockClient(servers: string[], requestTimeoutMs = 10000): LockClient {
@@ -123,7 +170,7 @@ describe('e2e: 3-node cluster of real processes', function () {
   /** Locks and appends through every node: A on follower 1, B on follower 2, C on the leader. */
   async function seed(prefix: string): Promise<Seeded> {
     const { id: leader, term } = await cluster.leader();
-    const [f1, f2] = cluster.others(leader) as [string, string];
+    const [f1, f2] = others(leader) as [string, string];
     const a = randomUUID();
     const b = randomUUID();
     const c = randomUUID();
@@ -185,7 +232,7 @@ describe('e2e: 3-node cluster of real processes', function () {
 
   it('serves every request through followers: preempt, linearizable check, blocking acquire, append/read, stale_ok', async () => {
     const { id: leader } = await cluster.leader();
-    const [f1, f2] = cluster.others(leader) as [string, string];
+    const [f1, f2] = others(leader) as [string, string];
     const A = randomUUID();
     const B = randomUUID();
     const H = randomUUID();
@@ -254,10 +301,10 @@ describe('e2e: 3-node cluster of real processes', function () {
   it('kill -9 the leader: a new leader in a higher term; every acknowledged lock, token and append survives', async () => {
     const s = await seed('k');
     await cluster.kill(s.leader);
-    const next = await cluster.leader({ timeoutMs: 20000 });
+    const next = await cluster.leader(20000);
     expect(next.id).to.not.equal(s.leader);
     expect(next.term).to.be.greaterThan(s.term);
-    for (const id of cluster.others(s.leader)) await expectIntact(id, s);
+    for (const id of others(s.leader)) await expectIntact(id, s);
 
     // new grants carry larger tokens: a fresh lock, the lock released before, and a lock whose
     // holder releases it now through a survivor
@@ -279,7 +326,7 @@ describe('e2e: 3-node cluster of real processes', function () {
   it('restart the old leader: it rejoins as a follower and catches up', async () => {
     const s = await seed('r');
     await cluster.kill(s.leader);
-    const next = await cluster.leader({ timeoutMs: 20000 });
+    const next = await cluster.leader(20000);
     expect(next.id).to.not.equal(s.leader);
     // Changes the old leader missed while down.
     const d = randomUUID();
@@ -292,11 +339,11 @@ describe('e2e: 3-node cluster of real processes', function () {
     const heldA = s.locks.get('r/a') as { token: number };
     await settledOk(ca, withRid({ action: 'append', file: 'r/a', data: '+more', lock_name: 'r/a', token: heldA.token, client_id: s.clients.a }));
     s.files.set('r/a', `${s.files.get('r/a') as string}+more`);
-    const leaderCommit = (await cluster.status(next.id, 1000) as NodeStatus).commit_index;
+    const leaderCommit = (await cluster.status(next.id, 1000)).commit_index;
 
     await cluster.restart(s.leader);
     const old = await connect(s.leader);
-    const st = await waitUntil('the old leader follows the new one', () => cluster.status(s.leader, 500),
+    const st = await waitUntil('the old leader follows the new one', () => statusOf(s.leader, 500),
       (x) => x !== null && x.role === 'follower' && x.leader === next.id && x.commit_index >= leaderCommit, 20000);
     expect((st as NodeStatus).term).to.be.at.least(next.term);
     // The leader did not change because of the restart.
@@ -322,7 +369,7 @@ describe('e2e: 3-node cluster of real processes', function () {
     await Promise.all(cluster.ids.map((id) => cluster.kill(id)));
     for (const c of raws.splice(0)) c.close();
     await Promise.all(cluster.ids.map((id) => cluster.restart(id)));
-    const { id: leader } = await cluster.leader({ timeoutMs: 20000 });
+    const { id: leader } = await cluster.leader(20000);
     for (const id of cluster.ids) await expectIntact(id, s);
 
     const onLeader = await connect(leader);
@@ -330,7 +377,7 @@ describe('e2e: 3-node cluster of real processes', function () {
     const again = await settledOk(onLeader, withRid({ action: 'preempt', lock_name: s.released.lock, client_id: d }));
     expect(again['token']).to.be.greaterThan(s.maxToken);
     // A's session survived too: resume it on a new connection and keep using its grant.
-    const [anyFollower] = cluster.others(leader) as [string];
+    const [anyFollower] = others(leader) as [string];
     const ca = await connect(anyFollower);
     await settledOk(ca, { action: 'hello', client_id: s.clients.a, resume_token: s.resumeA });
     const heldA = s.locks.get('all/a') as { token: number };
@@ -343,7 +390,7 @@ describe('e2e: 3-node cluster of real processes', function () {
 
   it('two of three nodes down: the survivor answers unavailable (never success) in bounded time; service resumes after one restart', async () => {
     const { id: leader } = await cluster.leader();
-    const [f1, f2] = cluster.others(leader) as [string, string];
+    const [f1, f2] = others(leader) as [string, string];
     const X = randomUUID();
     const onLeader = await connect(leader);
     const g = await ok(onLeader, withRid({ action: 'preempt', lock_name: 'u/held', client_id: X }));
@@ -374,11 +421,11 @@ describe('e2e: 3-node cluster of real processes', function () {
       onLeader2.request({ action: 'check', lock_name: 'u/held' }, 10000),
     ]);
     for (const a of second) expect(codeOf(a), JSON.stringify(a)).to.equal('unavailable');
-    const alone = await cluster.status(leader, 1000);
+    const alone = await statusOf(leader, 1000);
     expect(alone?.role, 'a node alone does not stay leader').to.not.equal('leader');
 
     await cluster.restart(f1);
-    await cluster.leader({ timeoutMs: 20000 });
+    await cluster.leader(20000);
     const back = await settledOk(onLeader2, withRid({ action: 'preempt', lock_name: 'u/y', client_id: Y }));
     expect(back['token']).to.be.greaterThan(g['token'] as number);
     const c = await settledOk(onLeader2, { action: 'check', lock_name: 'u/y' });
@@ -391,9 +438,9 @@ describe('e2e: 3-node cluster of real processes', function () {
 
   it('a waiter on a follower survives a leader change and is granted after the holder releases', async () => {
     const { id: leader } = await cluster.leader();
-    const [f, other] = cluster.others(leader) as [string, string];
+    const [f, other] = others(leader) as [string, string];
     // The holder talks to the leader first and can fail over to the other follower.
-    const holder = lockClient(cluster.servers([leader, other]));
+    const holder = lockClient(serversOf([leader, other]));
     const hLock = await holder.acquire('w/lock');
     const W = randomUUID();
     const onF = await connect(f);
@@ -401,7 +448,7 @@ describe('e2e: 3-node cluster of real processes', function () {
     await waitUntil('the waiter queued', () => ok(onF, { action: 'check', lock_name: 'w/lock' }), (a) => a['waiters'] === 1, 5000, 20);
 
     await cluster.kill(leader);
-    const next = await cluster.leader({ timeoutMs: 20000 });
+    const next = await cluster.leader(20000);
     expect(next.id).to.not.equal(leader);
     expect(wait.done(), 'the waiter was answered before the holder released').to.equal(false);
     await hLock.release();
@@ -424,7 +471,7 @@ describe('e2e: 3-node cluster of real processes', function () {
     cluster.pause(old);
     let resumed = false;
     try {
-      const next = await cluster.leader({ timeoutMs: 20000, exclude: [old] });
+      const next = await cluster.leader(20000, { not: [old] });
       expect(next.id).to.not.equal(old);
       expect(next.term).to.be.greaterThan(oldTerm);
       // A's lease ends on the new leader's clock; B is granted the lock there.
@@ -454,7 +501,7 @@ describe('e2e: 3-node cluster of real processes', function () {
       if (codeOf(chk) !== 'unavailable') expect(lockView(chk), `linearizable check on the woken leader: ${JSON.stringify(chk)}`).to.deep.equal({ owner: B, token: t2 });
       const rd = await oldRead;
       if (codeOf(rd) !== 'unavailable') expect(rd['data'], `linearizable read on the woken leader: ${JSON.stringify(rd)}`).to.equal('old-leader;new-leader;');
-      const st = await waitUntil('the old leader steps down', () => cluster.status(old, 500),
+      const st = await waitUntil('the old leader steps down', () => statusOf(old, 500),
         (x) => x !== null && x.role === 'follower' && x.term >= next.term && x.leader !== old, 20000);
       expect((st as NodeStatus).term).to.be.at.least(next.term);
       const now = await cluster.leader();
@@ -476,20 +523,20 @@ describe('e2e: 3-node cluster of real processes', function () {
   it('SIGTERM on the leader: it exits cleanly, a new leader takes over with everything, and it rejoins on restart', async () => {
     const s = await seed('t');
     const started = Date.now();
-    await cluster.stop(s.leader);
+    await cluster.terminate(s.leader);
     expect(Date.now() - started, 'a clean stop is quick').to.be.lessThan(5000);
-    const exit = cluster.node(s.leader).logs().filter((l) => l['event'] === 'node_stopped');
+    const exit = cluster.logs(s.leader, 'node_stopped');
     expect(exit, 'node_stopped logged').to.have.length(1);
-    const next = await cluster.leader({ timeoutMs: 20000 });
+    const next = await cluster.leader(20000);
     expect(next.id).to.not.equal(s.leader);
     expect(next.term).to.be.greaterThan(s.term);
-    for (const id of cluster.others(s.leader)) await expectIntact(id, s);
+    for (const id of others(s.leader)) await expectIntact(id, s);
     const onNew = await connect(next.id);
     const fresh = await settledOk(onNew, withRid({ action: 'preempt', lock_name: 't/fresh', client_id: randomUUID() }));
     expect(fresh['token']).to.be.greaterThan(s.maxToken);
-    const commit = (await cluster.status(next.id, 1000) as NodeStatus).commit_index;
+    const commit = (await cluster.status(next.id, 1000)).commit_index;
     await cluster.restart(s.leader);
-    await waitUntil('the stopped leader rejoins as a follower', () => cluster.status(s.leader, 500),
+    await waitUntil('the stopped leader rejoins as a follower', () => statusOf(s.leader, 500),
       (x) => x !== null && x.role === 'follower' && x.leader === next.id && x.commit_index >= commit, 20000);
     await expectIntact(s.leader, s);
   });
@@ -500,11 +547,11 @@ describe('e2e: 3-node cluster of real processes', function () {
   // answer, and LockClient releases (by token) a grant of a take it gave up on.
   it('a request answered unavailable for lack of quorum takes effect at most once, and LockClient does not leak its lock', async () => {
     const { id: leader } = await cluster.leader();
-    const [f1, f2] = cluster.others(leader) as [string, string];
+    const [f1, f2] = others(leader) as [string, string];
     const X = randomUUID();
     const onLeader = await connect(leader);
     const g = await ok(onLeader, withRid({ action: 'preempt', lock_name: 'b/held', client_id: X }));
-    const lc = lockClient(cluster.servers([leader]), 3000);
+    const lc = lockClient(serversOf([leader]), 3000);
     await lc.connect();
     await Promise.all([cluster.kill(f1), cluster.kill(f2)]);
     const append = withRid({ action: 'append', file: 'b/held', data: 'once', lock_name: 'b/held', token: g['token'], client_id: X });
@@ -515,7 +562,7 @@ describe('e2e: 3-node cluster of real processes', function () {
     expect(lcPreempt).to.equal('unavailable');
 
     await cluster.restart(f1);
-    await cluster.leader({ timeoutMs: 20000 });
+    await cluster.leader(20000);
     const onF1 = await connect(f1);
     // The same request again, same request_id: the first answer, and one effect.
     const again = await settledOk(onLeader, append);
@@ -528,9 +575,9 @@ describe('e2e: 3-node cluster of real processes', function () {
 
   it('LockClient with all three servers: withLock + append keep working across a leader kill, each append exactly once', async () => {
     const { id: leader } = await cluster.leader();
-    const [f1, f2] = cluster.others(leader) as [string, string];
-    const c1 = lockClient(cluster.servers([leader, f1, f2]));
-    const c2 = lockClient(cluster.servers([leader, f2, f1]));
+    const [f1, f2] = others(leader) as [string, string];
+    const c1 = lockClient(serversOf([leader, f1, f2]));
+    const c2 = lockClient(serversOf([leader, f2, f1]));
     const rounds = 30;
     let done1 = 0;
     const run = async (client: LockClient, name: string, onRound: () => void): Promise<void> => {
@@ -550,7 +597,7 @@ describe('e2e: 3-node cluster of real processes', function () {
     await Promise.all([p1, p2]);
     expect(killed, 'the leader was killed during the run').to.not.equal(null);
     await killed;
-    const reader = lockClient(cluster.servers([f1, f2]));
+    const reader = lockClient(serversOf([f1, f2]));
     const data = await reader.read('lc/file');
     const lines = data.split('\n').filter((l) => l.length > 0);
     expect(new Set(lines).size, `duplicates in ${JSON.stringify(lines)}`).to.equal(lines.length);
