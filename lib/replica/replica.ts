@@ -472,10 +472,10 @@ export class Replica {
     return Math.max(this.lastStampedAt, this.timeBase + (now - this.monoBase));
   }
 
-  private stamp(command: Command, now: number): void {
+  private stampNow(now: number): number {
     const at = this.clusterNow(now);
     this.lastStampedAt = at;
-    command.at = at;
+    return at;
   }
 
   private maybeProposeTick(now: number): void {
@@ -538,8 +538,10 @@ export class Replica {
     if (this.leaderBatch.length > 0 && this.raft.isLeader) {
       const batch = this.leaderBatch;
       this.leaderBatch = [];
-      for (const command of batch) this.stamp(command, now);
-      this.raft.propose(batch);
+      // Each proposal is a fresh copy: a command re-sent after a lost answer is the same object
+      // as the one already in the log, and stamping that in place would change an entry that
+      // was already sent and written.
+      this.raft.propose(batch.map((command) => ({ ...command, at: this.stampNow(now) })));
       this.lastProposalAt = now;
     }
   }
