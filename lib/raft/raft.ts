@@ -239,10 +239,14 @@ export class Raft<P> {
   /** A follower could adopt a higher commit index than it was told (see tellCommit). */
   private commitToTell(): boolean {
     if (this.role !== 'leader') return false;
-    for (const progress of this.progress.values()) {
-      if (Math.min(this.commitIndex, progress.match) > progress.sentCommit) return true;
-    }
+    for (const progress of this.progress.values()) if (this.canTellCommit(progress)) return true;
     return false;
+  }
+
+  /** The follower could adopt a higher commit index than it was told, and an empty append
+   *  anchored at its match can carry it (not when it needs a snapshot first). */
+  private canTellCommit(progress: Progress): boolean {
+    return Math.min(this.commitIndex, progress.match) > progress.sentCommit && progress.match >= this.log.snapshotIndex;
   }
 
   ready(): Ready<P> {
@@ -522,7 +526,7 @@ export class Raft<P> {
    *  min(commit, last entry of the message), so that is what "told" means here. */
   private tellCommit(): void {
     for (const [peer, progress] of this.progress) {
-      if (Math.min(this.commitIndex, progress.match) <= progress.sentCommit && !this.hasAppendTo(peer)) continue;
+      if (!this.canTellCommit(progress) && !this.hasAppendTo(peer)) continue;
       let told = false;
       for (const m of this.outNow) {
         if (m.to === peer && m.type === 'append') {
@@ -531,7 +535,7 @@ export class Raft<P> {
           told = true;
         }
       }
-      if (told || progress.match < this.log.snapshotIndex || Math.min(this.commitIndex, progress.match) <= progress.sentCommit) continue;
+      if (told || !this.canTellCommit(progress)) continue;
       // Anchored at what the follower is known to hold, so it is never refused, even while
       // pipelined appends are still on their way.
       const prevIndex = progress.match;

@@ -155,7 +155,9 @@ export class Replica {
 
   constructor(config: ReplicaConfig) {
     this.config = config;
-    this.prefix = `${config.nodeId}#`;
+    // Unique per process: a restarted node must not take an entry its previous run proposed (and
+    // that applies only now) for one of its own new requests.
+    this.prefix = `${config.nodeId}/${config.bootId}#`;
     this.state = createLockState();
     this.raft = new Raft<Command>({
       id: config.nodeId,
@@ -502,7 +504,10 @@ export class Replica {
     const raft = this.raft.ready();
     for (const m of raft.sendNow) sendNow.push(m);
     for (const read of raft.reads) this.onReadConfirmed(read.ctx, read.index, sendNow);
-    return { raft, sendNow };
+    const empty = raft.hardState === null && raft.snapshot === null && raft.truncateFrom === null && raft.entries.length === 0
+      && raft.messages.length === 0 && raft.committed.length === 0 && sendNow.length === 0;
+    // Never hand the shell an empty ready: it would take the next one at once, forever.
+    return empty ? null : { raft, sendNow };
   }
 
   get hasWork(): boolean {
