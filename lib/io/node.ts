@@ -96,6 +96,10 @@ export class LatchkeyNode implements RequestSink {
     // Replay the log tail after the snapshot; what is committed is learned from the leader (or,
     // alone, by electing ourselves), and applied then.
     const entries: Entry<Command>[] = [];
+    if (snapshot !== null && this.log.lastIndex < snapshot.index) {
+      // A crash between writing the snapshot and resetting the log (DESIGN §7): finish it.
+      await this.log.reset(snapshot.index + 1);
+    }
     const from = Math.max(this.log.firstIndex, (snapshot?.index ?? 0) + 1);
     if (from <= this.log.lastIndex) {
       await this.log.replay(from, (entry) => {

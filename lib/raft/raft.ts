@@ -127,6 +127,7 @@ export class Raft<P> {
     }
     for (const entry of state.entries) if (entry.index > this.log.lastIndex) this.log.append(entry);
     this.log.stableIndex = this.log.lastIndex;
+    this.log.persistingIndex = this.log.lastIndex;
     this.resetElectionTimer(now);
     // Alone, there is nobody to wait for: campaign at the first tick.
     if (this.peers.length === 0) this.electionDeadline = now;

@@ -260,6 +260,9 @@ export class SimDisk {
   /** What node.ts start() reads back: term/vote, snapshot, and the log after the snapshot. */
   load(): DiskImage {
     const snapshot = this.snapshot === null ? null : { ...this.snapshot };
+    // As node.ts start() does: a crash between writing the snapshot and resetting the log left a
+    // log that ends before the snapshot; finish the reset.
+    if (snapshot !== null && this.lastIndex < snapshot.index) this.applyOp({ kind: 'reset', nextIndex: snapshot.index + 1 });
     const from = Math.max(this.firstIndex, (snapshot?.index ?? 0) + 1);
     const entries: Entry<Command>[] = [];
     for (let index = from; index <= this.lastIndex; index++) {
