@@ -505,7 +505,7 @@ export class Replica {
     for (const m of raft.sendNow) sendNow.push(m);
     for (const read of raft.reads) this.onReadConfirmed(read.ctx, read.index, sendNow);
     const empty = raft.hardState === null && raft.snapshot === null && raft.truncateFrom === null && raft.entries.length === 0
-      && raft.messages.length === 0 && raft.committed.length === 0 && sendNow.length === 0;
+      && raft.messages.length === 0 && raft.committed.length === 0 && raft.reads.length === 0 && sendNow.length === 0;
     // Never hand the shell an empty ready: it would take the next one at once, forever.
     return empty ? null : { raft, sendNow };
   }
