@@ -362,10 +362,9 @@ export class Replica {
         }
         return;
       case 'forward_reject':
-        for (const origin of message.origins) {
-          const p = this.pending.get(origin);
-          if (p !== undefined && p.sentAt !== null) this.requeue(origin, p);
-        }
+        // Not re-sent at once: while this node still takes the refuser for the leader that
+        // would be a storm of forwards and refusals. tick() re-sends once this node's view of
+        // the leader changes, or after resendAfterMs.
         return;
       case 'read_index': {
         const ctx = `${message.from}|${message.ctx}`;
@@ -377,8 +376,8 @@ export class Replica {
         const batch = this.readBatches.get(message.ctx);
         if (batch === undefined) return;
         if (message.index < 0) {
-          this.readBatches.delete(message.ctx);
-          this.readQueue.unshift(...batch.reads);
+          // Not the leader: tick() re-sends once the leader changes or after resendAfterMs.
+          return;
         } else {
           batch.index = message.index;
           this.answerReads(now);
