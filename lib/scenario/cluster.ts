@@ -13,6 +13,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { LinkProxy } from './link-proxy';
+import type { StatusInfo } from '../io/front-door';
 
 export interface ClusterOptions {
   nodes: 3 | 5;
@@ -37,14 +38,8 @@ export interface ClusterEvent {
   detail: string;
 }
 
-export interface NodeStatus {
-  node: string;
-  role: 'leader' | 'follower' | 'candidate';
-  term: number;
-  leader: string | null;
-  commit_index: number;
-  members: string[];
-}
+/** What a node's `status` answers (PROTOCOL §3). */
+export type NodeStatus = StatusInfo;
 
 export interface LeaderInfo {
   id: string;

@@ -132,3 +132,20 @@ export class CommandGenerator {
     return `n${this.prng.int(1, 3)}/${++this.counter}/${client}`;
   }
 }
+
+/** Everything in the state as plain data, independent of snapshot.ts (file contents joined, since
+ *  readFile compacts chunks; wait queues as their live waiters). */
+export function dump(state: LockState): unknown {
+  return {
+    now: state.now,
+    appliedIndex: state.appliedIndex,
+    lastToken: state.lastToken,
+    seq: state.seq,
+    sessions: [...state.sessions].map(([client, session]) => [client, {
+      ...session, locks: [...session.locks], waits: [...session.waits], results: [...session.results],
+    }]),
+    locks: [...state.locks].map(([name, lock]) => [name, { ...lock, waiters: lock.waiters.toArray() }]),
+    files: [...state.files].map(([name, file]) => [name, { data: file.chunks.join(''), sizeBytes: file.sizeBytes }]),
+    deadlines: [...state.deadlines.entries()],
+  };
+}

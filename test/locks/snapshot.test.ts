@@ -9,7 +9,7 @@ import { checkInvariants } from '../../lib/locks/invariants';
 import { decodeSnapshot, encodeSnapshot, SnapshotError } from '../../lib/locks/snapshot';
 import { apply, type ApplyResult } from '../../lib/locks/state-machine';
 import { createLockState, readFile, type LockState } from '../../lib/locks/state';
-import { CommandGenerator } from '../helpers/random-commands';
+import { CommandGenerator, dump } from '../helpers/random-commands';
 
 // ---- harness ----
 
@@ -33,22 +33,6 @@ function hello(at: number, client: string, ttlMs = 1000, graceMs = 0): Command {
   return { type: 'hello', at, client, conn: conn(client), ttlMs, graceMs, implicit: false, fresh: `secret-${client}` };
 }
 
-/** Everything in the state as plain data, independent of snapshot.ts (file contents joined, since
- *  readFile compacts chunks; wait queues as their live waiters). */
-function dump(state: LockState): unknown {
-  return {
-    now: state.now,
-    appliedIndex: state.appliedIndex,
-    lastToken: state.lastToken,
-    seq: state.seq,
-    sessions: [...state.sessions].map(([client, session]) => [client, {
-      ...session, locks: [...session.locks], waits: [...session.waits], results: [...session.results],
-    }]),
-    locks: [...state.locks].map(([name, lock]) => [name, { ...lock, waiters: lock.waiters.toArray() }]),
-    files: [...state.files].map(([name, file]) => [name, { data: file.chunks.join(''), sizeBytes: file.sizeBytes }]),
-    deadlines: [...state.deadlines.entries()],
-  };
-}
 
 /** decode(encode(state)), checked to be the same state and to encode to the same string. */
 function roundTrip(state: LockState): LockState {

@@ -10,7 +10,7 @@ import { checkInvariants } from '../../lib/locks/invariants';
 import { apply, type ApplyResult, type Effect } from '../../lib/locks/state-machine';
 import { checkLock, createLockState, readFile, type LockState } from '../../lib/locks/state';
 import type { Answer, ErrorAnswer, OkAnswer } from '../../lib/protocol/answers';
-import { defined, CommandGenerator } from '../helpers/random-commands';
+import { defined, CommandGenerator, dump } from '../helpers/random-commands';
 
 // ---- harness ----
 
@@ -876,19 +876,3 @@ describe('locks/state-machine', () => {
 
 // ---- random logs ----
 
-/** Everything in the state, as plain data in a deterministic order (file contents joined, since
- *  readFile compacts chunks). */
-function dump(state: LockState): unknown {
-  return {
-    now: state.now,
-    appliedIndex: state.appliedIndex,
-    lastToken: state.lastToken,
-    seq: state.seq,
-    sessions: [...state.sessions].map(([client, session]) => [client, {
-      ...session, locks: [...session.locks], waits: [...session.waits], results: [...session.results],
-    }]),
-    locks: [...state.locks].map(([name, lock]) => [name, { ...lock, waiters: lock.waiters.toArray() }]),
-    files: [...state.files].map(([name, file]) => [name, { data: file.chunks.join(''), sizeBytes: file.sizeBytes }]),
-    deadlines: [...state.deadlines.entries()],
-  };
-}
