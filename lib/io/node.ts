@@ -96,8 +96,9 @@ export class LatchkeyNode implements RequestSink {
     // Replay the log tail after the snapshot; what is committed is learned from the leader (or,
     // alone, by electing ourselves), and applied then.
     const entries: Entry<Command>[] = [];
-    if (snapshot !== null && this.log.lastIndex < snapshot.index) {
-      // A crash between writing the snapshot and resetting the log (DESIGN §7): finish it.
+    if (snapshot !== null && !(await this.logFollowsSnapshot(snapshot))) {
+      // A crash between writing an installed snapshot and resetting the log (DESIGN §7): the log
+      // ends before the snapshot, or runs past it on another branch. Finish the reset.
       await this.log.reset(snapshot.index + 1);
     }
     const from = Math.max(this.log.firstIndex, (snapshot?.index ?? 0) + 1);
@@ -155,6 +156,18 @@ export class LatchkeyNode implements RequestSink {
       node: options.id, listen: this.listener.address, http: this.http?.address,
       snapshot_index: snapshot?.index ?? 0, log_entries: entries.length, term: hardState.term,
     });
+  }
+
+  /** The log continues the snapshot: it holds the snapshot's last entry with the same term, or
+   *  starts right after it. */
+  private async logFollowsSnapshot(snapshot: Snapshot): Promise<boolean> {
+    const log = this.log;
+    if (log.lastIndex < snapshot.index) return false;
+    if (log.firstIndex === snapshot.index + 1) return true;
+    if (log.firstIndex > snapshot.index + 1) return false;
+    let term: number | null = null;
+    await log.replay(snapshot.index, (entry) => { term = entry.term; }, snapshot.index);
+    return term === snapshot.term;
   }
 
   private async readSnapshot(): Promise<Snapshot | null> {

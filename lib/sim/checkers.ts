@@ -46,6 +46,9 @@ export interface CheckerOptions {
   compareProbability: number;
   /** Chance that checkInvariants runs on a node's state after a batch it applied. */
   nodeInvariantsProbability: number;
+  /** Simulated (real) time, and how much faster than it any node's clock may run. */
+  clock: () => number;
+  clockDriftMax: number;
 }
 
 interface Grant {
@@ -91,6 +94,10 @@ export class Checker {
   private readonly appendedData = new Set<string>();
   /** The highest log index of a write acknowledged to any client so far. */
   ackedIndex = 0;
+  /** Grants taken away by expiry, as client, lock, token and reason. */
+  private readonly lostGrants = new Set<string>();
+  /** Per client: when it sent the latest keepalive that was answered ok. */
+  private readonly keepaliveSentAt = new Map<string, number>();
 
   constructor(private readonly options: CheckerOptions, lockNames: readonly string[]) {
     this.prng = new Prng(options.seed);
@@ -265,6 +272,16 @@ export class Checker {
   private applyReference(index: number, command: Command): void {
     const ref = this.ref;
     const fileBefore = command.type === 'append' ? ref.files.get(command.file)?.sizeBytes ?? 0 : 0;
+    // DESIGN §3: cluster time resumes from the last committed time and advances by the
+    // leader's own clock, so it never runs ahead of real time (beyond clock drift); if it did,
+    // deadlines would fire early and healthy clients would lose their locks.
+    const now = this.options.clock();
+    const rate = 1 + this.options.clockDriftMax;
+    if (command.at > now * rate + 1) {
+      correctness(`cluster time ran ahead of real time: entry ${index} (${command.type}) is stamped ${command.at.toFixed(1)}ms, ${now.toFixed(1)}ms have passed`);
+    }
+    const ttlBefore = new Map<string, number>();
+    for (const [client, session] of ref.sessions) ttlBefore.set(client, session.ttlMs);
     let result: { answer: Answer | null; effects: Effect[] };
     try {
       result = apply(ref, index, command);
@@ -275,6 +292,8 @@ export class Checker {
     const { answer, effects } = result;
     this.invariants(ref, `reference at ${index}`);
     for (const effect of effects) {
+      if (effect.kind === 'session_ended' && effect.reason === 'expired') this.checkExpiry(effect.client, ttlBefore.get(effect.client), now, rate);
+      if (effect.kind === 'lost') this.lostGrants.add(`${effect.client}\u0000${effect.lock}\u0000${effect.token}\u0000${effect.reason}`);
       if (effect.kind === 'granted') {
         const granted: Answer = { ok: true, lock_name: effect.lock, owner: effect.client, token: effect.token };
         this.noteGrant(effect.lock, effect.token, effect.client, index, false);
@@ -304,6 +323,23 @@ export class Checker {
       const size = ref.files.get(name)?.sizeBytes ?? 0;
       if ((versions[versions.length - 1] as { size: number }).size !== size) versions.push({ index, size });
     }
+  }
+
+  /** PROTOCOL §4 keepalive: an answered keepalive means the cluster saw the session alive after
+   *  it was sent, so the session cannot expire until ttl has passed since (DESIGN §3: "a
+   *  healthy client is never expired by a failover"). LockClient relies on exactly this. */
+  private checkExpiry(client: string, ttlMs: number | undefined, now: number, rate: number): void {
+    const sentAt = this.keepaliveSentAt.get(client);
+    if (sentAt === undefined || ttlMs === undefined) return;
+    const earliest = sentAt + ttlMs / rate;
+    if (now < earliest - 1) {
+      correctness(`session of ${client} expired at ${now.toFixed(1)}ms, ${(now - sentAt).toFixed(1)}ms after it sent a keepalive that was answered (ttl ${ttlMs}ms)`);
+    }
+  }
+
+  noteKeepaliveAnswered(client: string, sentAt: number): void {
+    const known = this.keepaliveSentAt.get(client);
+    if (known === undefined || sentAt > known) this.keepaliveSentAt.set(client, sentAt);
   }
 
   private noteGrant(lock: string, token: number, owner: string, index: number, mayRepeat: boolean): void {
@@ -381,6 +417,13 @@ export class Checker {
       if (v.size === data.length && v.index <= highIndex && until >= low) return;
     }
     correctness(`${client}'s ${stale ? 'stale ' : ''}read of ${file} returned ${data.length} bytes, not the file's size anywhere in [${low}, ${highIndex}]`);
+  }
+
+  /** PROTOCOL §3: a `lost` event names a grant of this client that expiry took away. */
+  checkLostEvent(client: string, lock: string, token: unknown, reason: unknown): void {
+    if (!this.lostGrants.has(`${client}\u0000${lock}\u0000${String(token)}\u0000${String(reason)}`)) {
+      correctness(`${client} got a lost event for ${lock} token ${String(token)} (${String(reason)}) that no applied entry produced`);
+    }
   }
 
   /** An acknowledged grant must be a grant of the log to that client. */

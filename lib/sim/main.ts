@@ -84,11 +84,12 @@ export function replayCommand(seed: number, replay: readonly string[]): string {
   return ['npm run sim -- --seed', String(seed), ...replay].join(' ');
 }
 
-function printFailure(result: RunResult, replay: readonly string[]): void {
+function printFailure(result: RunResult, replay: readonly string[], withOptions = true): void {
   const f = result.failure;
   if (f === undefined) return;
   process.stdout.write(`SEED=${result.seed} FAILED ${f.kind} (exit ${exitCodes[f.kind]}) at step ${f.step}, ${Math.round(f.atMs)}ms simulated\n`);
   process.stdout.write(`  ${f.message.split('\n').join('\n  ')}\n`);
+  if (withOptions) process.stdout.write(`  ${describeOptions(result.options).split('\n').join('\n  ')}\n`);
   process.stdout.write(`  replay: ${replayCommand(result.seed, replay)}\n`);
 }
 
@@ -103,7 +104,7 @@ function single(flags: Flags, seed: number): number {
     process.stdout.write(`SEED=${seed} passed\n`);
     return 0;
   }
-  printFailure(result, flags.replay);
+  printFailure(result, flags.replay, false);
   return exitCodes[(result.failure as NonNullable<RunResult['failure']>).kind];
 }
 

@@ -52,6 +52,11 @@ export interface SimOptions {
   /** Directed links going down on their own, per link per simulated second. */
   linkFlapRate: number;
   linkDownMsMax: number;
+  /** Chance that a node crashes while it writes a snapshot it was sent (InstallSnapshot): the
+   *  snapshot file, then the log reset, then the entries after it. */
+  installCrashProbability: number;
+  /** Clean stops (SIGTERM, then a restart), per node per simulated second. */
+  stopRate: number;
   /** Chance per second that every node crashes at once (PROTOCOL: a restart of the whole cluster). */
   clusterCrashRate: number;
   /** Partitions started per simulated second while none is active. */
@@ -60,8 +65,12 @@ export interface SimOptions {
   partitionMsMax: number;
   /** Each boot's clock runs at 1 ± up to this. */
   clockDriftMax: number;
+  /** How linearizable reads are confirmed (ReplicaConfig.readPath). */
+  readPath: 'index' | 'log';
   safetyMs: number;
   livenessMs: number;
+  /** A run with more events than this has a runaway loop (a message storm): it fails. */
+  maxEvents: number;
   /** Model DiskLog.reset as it is (a crash part-way leaves a prefix of the old log). */
   tornReset: boolean;
   broken?: BrokenRules;
@@ -131,13 +140,21 @@ export function swarmOptions(seed: number, overrides: SwarmOverrides = {}): SimO
     partitionMsMin: 100,
     partitionMsMax: prng.pick([500, 1500, 4000]),
     clockDriftMax: prng.pick([0, 0.001, 0.01]),
-    safetyMs: overrides.safetyMs ?? 8000,
+    safetyMs: overrides.safetyMs ?? 20000,
     livenessMs: overrides.livenessMs ?? 30000,
+    maxEvents: 50 * ((overrides.safetyMs ?? 20000) + (overrides.livenessMs ?? 30000)),
     tornReset: overrides.tornReset ?? true,
+    stopRate: 0,
+    readPath: 'index',
+    installCrashProbability: 0,
     encodeProbability: thorough ? 0.2 : 0.03,
     compareProbability: thorough ? 1 : 0.25,
     nodeInvariantsProbability: thorough ? 1 : 0.1,
   };
+  // Drawn last, so that adding them did not change what earlier seeds drew above.
+  options.stopRate = scale * prng.pick([0, 0, 0.05, 0.2]);
+  options.readPath = prng.chance(0.25) ? 'log' : 'index';
+  options.installCrashProbability = Math.min(1, scale * prng.pick([0, 0.1, 0.3]));
   if (broken !== undefined) options.broken = broken;
   return options;
 }
@@ -149,7 +166,7 @@ export function describeOptions(o: SimOptions): string {
     `nodes=${o.nodeCount} heartbeat_ms=${o.heartbeatMs} election_ms=${o.electionTimeoutMs} snapshot_every=${o.snapshotEveryEntries} append_max=${o.entriesPerAppendMax}`,
     `clients=${o.clientCount} locks=${o.lockCount} safety_ms=${o.safetyMs} liveness_ms=${o.livenessMs}`,
     `latency_ms=${n.latencyMsMin}..${n.latencyMsMax} drop=${pct(n.dropProbability)} duplicate=${pct(n.duplicateProbability)} delay=${pct(n.delayProbability)}(<=${n.delayMsMax}ms)`,
-    `persist_ms=${o.persistMsMin}..${o.persistMsMax} slow=${pct(o.slowPersistProbability)}(<=${o.slowPersistMsMax}ms) crash/s=${o.crashRate} in_persist=${pct(o.crashInPersistProbability)} restart_ms<=${o.restartMsMax} leader_crash/s=${o.leaderCrashRate} new_leader_crash=${pct(o.newLeaderCrashProbability)} new_leader_isolate=${pct(o.newLeaderIsolateProbability)} crash_loses_in_flight=${pct(o.crashLosesInFlightProbability)} cluster_crash/s=${o.clusterCrashRate}`,
-    `partition/s=${o.partitionRate} partition_ms<=${o.partitionMsMax} node_isolate/s=${o.nodeIsolateRate} first_commit_isolate=${pct(o.firstCommitIsolateProbability)} link_flap/s=${o.linkFlapRate} link_down_ms<=${o.linkDownMsMax} drift=${o.clockDriftMax} torn_reset=${o.tornReset}${o.broken === undefined ? '' : ` broken=${JSON.stringify(o.broken)}`}`,
+    `persist_ms=${o.persistMsMin}..${o.persistMsMax} slow=${pct(o.slowPersistProbability)}(<=${o.slowPersistMsMax}ms) crash/s=${o.crashRate} in_persist=${pct(o.crashInPersistProbability)} restart_ms<=${o.restartMsMax} leader_crash/s=${o.leaderCrashRate} new_leader_crash=${pct(o.newLeaderCrashProbability)} new_leader_isolate=${pct(o.newLeaderIsolateProbability)} crash_loses_in_flight=${pct(o.crashLosesInFlightProbability)} cluster_crash/s=${o.clusterCrashRate} stop/s=${o.stopRate} install_crash=${pct(o.installCrashProbability)}`,
+    `partition/s=${o.partitionRate} partition_ms<=${o.partitionMsMax} node_isolate/s=${o.nodeIsolateRate} first_commit_isolate=${pct(o.firstCommitIsolateProbability)} link_flap/s=${o.linkFlapRate} link_down_ms<=${o.linkDownMsMax} drift=${o.clockDriftMax} torn_reset=${o.tornReset} read_path=${o.readPath}${o.broken === undefined ? '' : ` broken=${JSON.stringify(o.broken)}`}`,
   ].join('\n');
 }

@@ -17,6 +17,7 @@ export interface RunStats {
   events: number;
   simulatedMs: number;
   crashes: number;
+  stops: number;
   restarts: number;
   tornPersists: number;
   persists: number;
@@ -76,6 +77,7 @@ export function runSeed(seed: number, runOptions: RunOptions = {}): RunResult {
     events: cluster.stats.events,
     simulatedMs: Math.round(cluster.now),
     crashes: cluster.stats.crashes,
+    stops: cluster.stats.stops,
     restarts: cluster.stats.restarts,
     tornPersists: cluster.stats.tornPersists,
     persists: cluster.stats.persists,

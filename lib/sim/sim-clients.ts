@@ -85,6 +85,8 @@ export class SimClient implements ConnOwner, Participant {
   private nextActionAt = 0;
   private reconnectAt = 0;
   private mode: 'active' | 'winddown' = 'active';
+  /** Wind-down: how many lock names were released without a token so far. */
+  private unsureReleases = 0;
   private nodeCursor: number;
   private wireSeq = 0;
   private opSeq = 0;
@@ -102,7 +104,7 @@ export class SimClient implements ConnOwner, Participant {
   }
 
   get idle(): boolean {
-    return this.mode === 'winddown' && this.op === null && this.held.size === 0;
+    return this.mode === 'winddown' && this.op === null && this.held.size === 0 && this.unsureReleases >= this.cluster.lockNames.length;
   }
 
   describe(): string {
@@ -239,9 +241,20 @@ export class SimClient implements ConnOwner, Participant {
   private nextOp(now: number): void {
     if (this.mode === 'winddown') {
       const first = this.held.entries().next();
-      if (first.done === true) return;
-      const [lock, token] = first.value;
-      this.begin('release', { action: 'release', lock_name: lock, client_id: this.name, token }, lock, false);
+      if (first.done !== true) {
+        const [lock, token] = first.value;
+        this.begin('release', { action: 'release', lock_name: lock, client_id: this.name, token }, lock, false);
+        return;
+      }
+      // Then every other lock, without a token: what this client believes it holds can be
+      // wrong in one way the protocol allows. After its session expired, a request on the same
+      // connection opened a new one implicitly and was granted there; the next hello then
+      // shows a new resume token, which reads as "everything was lost". A real client would
+      // hold that lock, unknowingly, for as long as it keeps its session alive.
+      const unsure = this.cluster.lockNames[this.unsureReleases];
+      if (unsure === undefined) return;
+      this.unsureReleases++;
+      this.begin('release', { action: 'release', lock_name: unsure, client_id: this.name }, unsure, false);
       return;
     }
     if (now < this.nextActionAt) {
@@ -344,8 +357,10 @@ export class SimClient implements ConnOwner, Participant {
   }
 
   private onKeepalive(answer: Answer): void {
+    const sentAt = this.keepalive?.sentAt ?? this.cluster.now;
     this.keepalive = null;
     if (answer.ok) {
+      this.cluster.checker.noteKeepaliveAnswered(this.name, sentAt);
       this.nextKeepaliveAt = this.cluster.now + this.ttlMs / 3;
       return;
     }
@@ -363,8 +378,8 @@ export class SimClient implements ConnOwner, Participant {
       op.unavailableSince ??= now;
       op.retryAt = now + 20 + this.prng.next() * 150;
       // Stuck on a node cut off from the majority: try the next one (LockClient does after half
-      // its request timeout).
-      if (now - op.unavailableSince > 1000) this.switchNode(this.prng.next() * 50);
+      // its request timeout); a node that is shutting down: at once.
+      if (answer.error.code === 'shutting_down' || now - op.unavailableSince > 1000) this.switchNode(this.prng.next() * 50);
       return;
     }
     if (!answer.ok && answer.error.code === 'client_mismatch' && op.kind !== 'check' && op.kind !== 'read') {
@@ -442,6 +457,7 @@ export class SimClient implements ConnOwner, Participant {
   onPush(conn: SimConn, event: PushEvent): void {
     if (conn !== this.conn || event.event !== 'lost') return;
     const lock = event['lock_name'] as string;
+    this.cluster.checker.checkLostEvent(this.name, lock, event['token'], event['reason']);
     if (this.held.get(lock) === event['token']) this.held.delete(lock);
   }
 

@@ -87,6 +87,8 @@ export class SimNode implements NodeView {
   chainScheduled = false;
   crashOnPersist = false;
   restartPending = false;
+  /** A clean stop (SIGTERM) is under way. */
+  stopping = false;
   /** Set by a fault: the node dies once it has sent this many more messages. */
   crashAfterMessages: number | null = null;
   /** Set by a fault: the node's outbound network dies once it has sent this many more. */
@@ -111,6 +113,7 @@ export class SimNode implements NodeView {
 export interface ClusterStats {
   events: number;
   crashes: number;
+  stops: number;
   restarts: number;
   tornPersists: number;
   snapshotsTaken: number;
@@ -135,7 +138,7 @@ export class SimCluster {
   readonly network: SimNetwork;
   readonly checker: Checker;
   readonly trace = new TraceHash();
-  readonly stats: ClusterStats = { events: 0, crashes: 0, restarts: 0, tornPersists: 0, snapshotsTaken: 0, snapshotsInstalled: 0, persists: 0 };
+  readonly stats: ClusterStats = { events: 0, crashes: 0, stops: 0, restarts: 0, tornPersists: 0, snapshotsTaken: 0, snapshotsInstalled: 0, persists: 0 };
   phase: Phase = 'safety';
   readonly participants: Participant[] = [];
   readonly lockNames: string[];
@@ -181,6 +184,8 @@ export class SimCluster {
       encodeProbability: options.encodeProbability,
       compareProbability: options.compareProbability,
       nodeInvariantsProbability: options.nodeInvariantsProbability,
+      clock: () => this.now,
+      clockDriftMax: options.clockDriftMax,
     }, this.lockNames);
   }
 
@@ -219,6 +224,7 @@ export class SimCluster {
       this.now = event.at;
       this.network.now = event.at;
       this.stats.events++;
+      if (this.stats.events > this.options.maxEvents) this.runaway();
       this.trace.addNumber(event.at);
       this.trace.add(event.tag);
       event.run();
@@ -226,6 +232,12 @@ export class SimCluster {
       if (this.phase === 'safety') this.watchLeaders();
       if (stop()) return;
     }
+  }
+
+  /** Far more events than any run needs: something loops without bound (a message storm). */
+  private runaway(): never {
+    const types = [...this.network.sentByType].sort((a, b) => b[1] - a[1]).slice(0, 4).map(([t, n]) => `${t}=${n}`).join(' ');
+    liveness(`runaway: over ${this.options.maxEvents} events by ${Math.round(this.now)}ms simulated; messages sent: ${types}`);
   }
 
   // ---- nodes ----
@@ -236,9 +248,16 @@ export class SimCluster {
 
   boot(node: SimNode): void {
     if (node.up) return;
+    if (!node.disk.idle) {
+      // A clean stop lets the writes in flight finish (DiskLog.close waits for them); the
+      // process starts again only once they are done.
+      this.schedule(1, `boot ${node.id}`, () => this.boot(node));
+      return;
+    }
     const o = this.options;
     node.incarnation++;
     node.up = true;
+    node.stopping = false;
     node.restartPending = false;
     node.bootAt = this.now;
     node.clockBase = this.timingPrng.int(0, 5000);
@@ -258,6 +277,7 @@ export class SimCluster {
       snapshotEveryEntries: o.snapshotEveryEntries,
       entriesPerAppendMax: o.entriesPerAppendMax,
       rng: new Prng(deriveSeed(o.seed, stream)),
+      readPath: o.readPath,
       ...(o.broken === undefined ? {} : { broken: o.broken }),
       newSecret: () => `k${secrets.int(0, 0x7fffffff).toString(36)}${secrets.int(0, 0x7fffffff).toString(36)}`,
     });
@@ -304,11 +324,65 @@ export class SimCluster {
     node.conns.clear();
   }
 
+  /**
+   * A clean stop and restart (SIGTERM), as node.ts stop() does it: refuse new requests
+   * (`shutting_down`), let the writes in flight reach the disk and their answers go out, then
+   * fail what is still pending with `shutting_down` and close the connections. Sessions are
+   * left to their ttl or grace, as after a crash. Nothing is torn: the disk finishes what it was
+   * writing before the process can start again.
+   */
+  stopGracefully(node: SimNode, why: string): void {
+    if (!node.up || node.stopping || this.phase !== 'safety') return;
+    node.stopping = true;
+    const inc = node.incarnation;
+    this.note(`stop ${node.id}#${inc} (${why})`);
+    node.replica.beginShutdown();
+    const live = (): boolean => node.up && node.incarnation === inc;
+    const finish = (): void => {
+      if (!live()) return;
+      node.up = false;
+      this.stats.stops++;
+      this.refreshUp();
+      node.replica.failAll('shutting_down', 'the node is shutting down');
+      for (const conn of node.conns) this.closeFromNode(conn);
+      node.conns.clear();
+      node.processScheduled = false;
+      node.chainScheduled = false;
+      node.chain = [];
+      node.issueQueue = [];
+      node.barrier = false;
+      node.afterBusy = false;
+      this.restartLater(node, this.options.restartMsMin + this.faultPrng.next() * (this.options.restartMsMax - this.options.restartMsMin));
+    };
+    // `await this.persisted`: the readies taken so far, through their afterPersist.
+    const last = node.chain[node.chain.length - 1];
+    const awaitPersisted = (): void => {
+      if (!live()) return;
+      if (node.afterBusy || (last !== undefined && node.chain.includes(last))) {
+        this.schedule(1, `stopping ${node.id}`, awaitPersisted);
+        return;
+      }
+      finish();
+    };
+    awaitPersisted();
+  }
+
+  /** The node closes a client's connection, after what it already sent. */
+  private closeFromNode(conn: SimConn): void {
+    if (!conn.open) return;
+    this.toClientRaw(conn, `closed ${conn.owner.name}`, () => {
+      if (!conn.open) return;
+      conn.open = false;
+      conn.owner.onClosed(conn);
+    });
+  }
+
   restartLater(node: SimNode, delayMs: number): void {
     if (node.restartPending) return;
     node.restartPending = true;
     this.schedule(delayMs, `restart ${node.id}`, () => {
-      if (node.up || this.phase !== 'safety') return;
+      // Also in the liveness phase: a clean stop that began before it may end after it.
+      if (node.up) return;
       this.stats.restarts++;
       this.boot(node);
     });
@@ -429,6 +503,12 @@ export class SimCluster {
     if (r.snapshot !== null) {
       // A barrier: one write after the other, and nothing later is issued before it is done.
       this.stats.persists++;
+      if (this.phase === 'safety' && this.faultPrng.chance(this.options.installCrashProbability)) {
+        // Somewhere in the middle of it (the snapshot file, the log reset, the entries after).
+        this.schedule(this.faultPrng.next() * 3 * this.options.persistMsMax, `crash ${node.id}`, () => {
+          if (node.incarnation === inc) this.crashAndRestart(node, 'crash while installing a snapshot');
+        });
+      }
       node.barrier = true;
       node.disk.sequence([...hardState, { kind: 'snapshot', snapshot: { ...r.snapshot } }, { kind: 'reset', nextIndex: r.snapshot.index + 1 }, ...entries], () => {
         if (!node.up || node.incarnation !== inc) return;
@@ -607,6 +687,8 @@ export class SimCluster {
   }
 
   private crashAndRestart(node: SimNode, why: string): void {
+    // Faults end with the safety phase, including those scheduled before it ended.
+    if (this.phase !== 'safety') return;
     const o = this.options;
     this.crash(node, why);
     this.restartLater(node, o.restartMsMin + this.faultPrng.next() * (o.restartMsMax - o.restartMsMin));
@@ -616,6 +698,9 @@ export class SimCluster {
     const o = this.options;
     const p = this.faultPrng;
     const perTick = 0.1;
+    for (const node of this.nodes) {
+      if (node.up && p.chance(o.stopRate * perTick)) this.stopGracefully(node, 'SIGTERM');
+    }
     for (const node of this.nodes) {
       if (!node.up || !p.chance(o.crashRate * perTick)) continue;
       if (p.chance(o.crashInPersistProbability)) node.crashOnPersist = true;

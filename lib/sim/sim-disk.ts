@@ -90,8 +90,20 @@ export class SimDisk {
     return this.firstIndex + this.entries.length - 1;
   }
 
+  /** The index of the snapshot on disk (0 if none): what a restart would start from. */
+  get snapshotIndex(): number {
+    return this.snapshot?.index ?? 0;
+  }
+
   get busy(): boolean {
     return this.running.size > 0;
+  }
+
+  /** Nothing running and nothing queued. */
+  get idle(): boolean {
+    if (this.running.size > 0) return false;
+    for (const queue of this.queues.values()) if (queue.length > 0) return false;
+    return true;
   }
 
   /** Queues an operation; `done` runs once it (and everything before it on its queue) is durable. */
@@ -127,7 +139,8 @@ export class SimDisk {
       this.running.delete(channel);
       for (const item of group) this.applyOp(item.op);
       for (const item of group) item.done();
-      this.startNext(channel);
+      // A `done` may have submitted (and so started) the next operation already.
+      if (!this.running.has(channel)) this.startNext(channel);
     });
   }
 
@@ -262,7 +275,12 @@ export class SimDisk {
     const snapshot = this.snapshot === null ? null : { ...this.snapshot };
     // As node.ts start() does: a crash between writing the snapshot and resetting the log left a
     // log that ends before the snapshot; finish the reset.
-    if (snapshot !== null && this.lastIndex < snapshot.index) this.applyOp({ kind: 'reset', nextIndex: snapshot.index + 1 });
+    if (snapshot !== null) {
+      const at = snapshot.index - this.firstIndex;
+      const follows = this.lastIndex >= snapshot.index
+        && (this.firstIndex === snapshot.index + 1 || (at >= 0 && this.entryTerms[at] === snapshot.term));
+      if (!follows) this.applyOp({ kind: 'reset', nextIndex: snapshot.index + 1 });
+    }
     const from = Math.max(this.firstIndex, (snapshot?.index ?? 0) + 1);
     const entries: Entry<Command>[] = [];
     for (let index = from; index <= this.lastIndex; index++) {

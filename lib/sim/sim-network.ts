@@ -96,8 +96,12 @@ export class SimNetwork {
     for (const message of messages) this.sendOne(message);
   }
 
+  /** Messages sent, by type (for describing a message storm). */
+  readonly sentByType = new Map<string, number>();
+
   private sendOne(message: PeerMessage): void {
     this.stats.sent++;
+    this.sentByType.set(message.type, (this.sentByType.get(message.type) ?? 0) + 1);
     if (!this.linkUp(message.from, message.to)) {
       this.stats.cutOff++;
       return;
