@@ -306,12 +306,7 @@ export class SimCluster {
     if (this.phase === 'safety') this.network.crashed(node.id, this.options.crashLosesInFlightProbability);
     this.note(`crash ${node.id}#${node.incarnation} (${why})${writing ? ' while writing' : ''} -> ${node.disk.describe()}`);
     node.up = false;
-    node.processScheduled = false;
-    node.chainScheduled = false;
-    node.chain = [];
-    node.issueQueue = [];
-    node.barrier = false;
-    node.afterBusy = false;
+    this.forgetShellState(node);
     node.crashOnPersist = false;
     node.crashAfterMessages = null;
     node.muteAfterMessages = null;
@@ -322,6 +317,16 @@ export class SimCluster {
       this.toClientRaw(conn, `closed ${conn.owner.name}`, () => conn.owner.onClosed(conn));
     }
     node.conns.clear();
+  }
+
+  /** What the process's loop had in memory (scheduled work, the write chain) dies with it. */
+  private forgetShellState(node: SimNode): void {
+    node.processScheduled = false;
+    node.chainScheduled = false;
+    node.chain = [];
+    node.issueQueue = [];
+    node.barrier = false;
+    node.afterBusy = false;
   }
 
   /**
@@ -346,12 +351,7 @@ export class SimCluster {
       node.replica.failAll('shutting_down', 'the node is shutting down');
       for (const conn of node.conns) this.closeFromNode(conn);
       node.conns.clear();
-      node.processScheduled = false;
-      node.chainScheduled = false;
-      node.chain = [];
-      node.issueQueue = [];
-      node.barrier = false;
-      node.afterBusy = false;
+      this.forgetShellState(node);
       this.restartLater(node, this.options.restartMsMin + this.faultPrng.next() * (this.options.restartMsMax - this.options.restartMsMin));
     };
     // `await this.persisted`: the readies taken so far, through their afterPersist.
