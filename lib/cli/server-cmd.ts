@@ -1,5 +1,6 @@
 // `node bin/main server ...` and `node bin/main cluster ...` (PROTOCOL §1). Flags are checked in
 // one place with one precise message per bad flag (STYLE §6.10).
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -42,6 +43,21 @@ function positiveInt(flag: string, value: string | undefined, fallback: number):
   return n;
 }
 
+/** A secret kept in a file (never on the command line, where `ps` shows it). Surrounding
+ *  whitespace is not part of it, so an editor's trailing newline does no harm. */
+export function readSecretFile(flag: string, file: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`${flag}: cannot read ${file}: ${(err as Error).message}`);
+  }
+  const secret = text.trim();
+  if (secret === '') throw new UsageError(`${flag}: ${file} is empty`);
+  if (/\s/.test(secret)) throw new UsageError(`${flag}: ${file} must hold one token with no whitespace inside`);
+  return secret;
+}
+
 const serverFlags: FlagSpec = {
   id: { type: 'string' },
   listen: { type: 'string' },
@@ -75,7 +91,7 @@ function parse(argv: string[], options: FlagSpec): { values: FlagValues } {
 }
 
 /** Timing, durability and logging flags shared by `server` and `cluster`. */
-function commonOptions(values: Record<string, string | boolean | undefined>): Pick<NodeOptions, 'fsync' | 'heartbeatMs' | 'electionTimeoutMs' | 'sessionTtlMs' | 'readPath' | 'snapshotEveryEntries'> & { logLevel: string } {
+function commonOptions(values: Record<string, string | boolean | undefined>): Pick<NodeOptions, 'fsync' | 'heartbeatMs' | 'electionTimeoutMs' | 'sessionTtlMs' | 'readPath' | 'snapshotEveryEntries' | 'authToken'> & { logLevel: string } {
   const heartbeatMs = positiveInt('--heartbeat-ms', values['heartbeat-ms'] as string | undefined, 50);
   const electionTimeoutMs = positiveInt('--election-timeout-ms', values['election-timeout-ms'] as string | undefined, 300);
   const sessionTtlMs = positiveInt('--session-ttl-ms', values['session-ttl-ms'] as string | undefined, 10000);
@@ -85,13 +101,17 @@ function commonOptions(values: Record<string, string | boolean | undefined>): Pi
   if (fsync !== 'always' && fsync !== 'batch' && fsync !== 'never') throw new UsageError(`--fsync must be always, batch or never (got '${fsync}')`);
   const logLevel = (values['log-level'] as string | undefined) ?? 'info';
   if (!isLogLevel(logLevel)) throw new UsageError(`--log-level must be debug, info, warn, error or silent (got '${logLevel}')`);
-  for (const flag of ['grpc', 'auth-token-file', 'cluster-secret-file', 'tls-cert', 'tls-key', 'tls-ca']) {
+  for (const flag of ['grpc', 'cluster-secret-file', 'tls-cert', 'tls-key', 'tls-ca']) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} is not supported by this build yet`);
   }
   const readPath = (values['read-path'] as string | undefined) ?? 'index';
   if (readPath !== 'index' && readPath !== 'log') throw new UsageError(`--read-path must be index or log (got '${readPath}')`);
   const snapshotEveryEntries = positiveInt('--snapshot-every', values['snapshot-every'] as string | undefined, 20000);
-  return { fsync: fsync as FsyncMode, heartbeatMs, electionTimeoutMs, sessionTtlMs, readPath, snapshotEveryEntries, logLevel };
+  const tokenFile = values['auth-token-file'] as string | undefined;
+  return {
+    fsync: fsync as FsyncMode, heartbeatMs, electionTimeoutMs, sessionTtlMs, readPath, snapshotEveryEntries, logLevel,
+    ...(tokenFile === undefined ? {} : { authToken: readSecretFile('--auth-token-file', tokenFile) }),
+  };
 }
 
 export function parseServerArgs(argv: string[]): NodeOptions {

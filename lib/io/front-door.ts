@@ -18,6 +18,9 @@ export interface PushEvent {
  */
 export interface ClientConnection {
   readonly kind: 'tcp' | 'http';
+  /** A bearer token the transport itself carried (HTTP `Authorization: Bearer`, gRPC metadata).
+   *  Raw TCP has none: its clients send `hello.auth`. */
+  readonly bearer?: string;
   /** Answer to the request that carried `id`. */
   answer(id: RequestId | null, answer: Answer): void;
   /** An event with no id. HTTP connections drop these. */
@@ -37,6 +40,9 @@ export interface RequestSink {
   /** A new connection arrived; returns its handle for later calls. */
   open(connection: ClientConnection): ConnectionHandle;
   status(): StatusInfo;
+  /** True when no auth token is configured or `bearer` is it (for doors that serve
+   *  something outside the request path, such as /metrics). */
+  authorize(bearer: string | undefined): boolean;
   /** True while the node serves requests (not shutting down). */
   readonly serving: boolean;
 }

@@ -146,17 +146,38 @@ async function route(context: ListenerContext, req: http.IncomingMessage, res: h
     if (method !== 'GET') return replyMethodNotAllowed(context, res, 'GET');
     return replyHealth(context, res);
   }
+  // Everything but the health probe needs the token when one is configured. POSTed actions are
+  // checked by the node itself (a body `hello` may carry `auth` instead of the header).
+  const bearer = bearerOf(req);
   if (path === '/metrics') {
     if (method !== 'GET') return replyMethodNotAllowed(context, res, 'GET');
+    if (!context.sink.authorize(bearer)) return replyUnauthorized(context, res, bearer);
     return replyMetrics(context, res);
   }
   const action = actionOfPath(path);
   if (action === null) {
     return replyJson(context, res, 404, errorAnswer('bad_request', `no such path: ${path.slice(0, 128)}`));
   }
-  if (action === 'status' && method === 'GET') return replyStatus(context, res);
+  if (action === 'status' && method === 'GET') {
+    if (!context.sink.authorize(bearer)) return replyUnauthorized(context, res, bearer);
+    return replyStatus(context, res);
+  }
   if (method !== 'POST') return replyMethodNotAllowed(context, res, action === 'status' ? 'GET, POST' : 'POST');
   return serveAction(context, action, req, res);
+}
+
+/** The token of an `Authorization: Bearer TOKEN` header, if there is one. */
+function bearerOf(req: http.IncomingMessage): string | undefined {
+  const header = req.headers.authorization;
+  if (header === undefined) return undefined;
+  const match = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header);
+  return match === null ? '' : match[1];
+}
+
+function replyUnauthorized(context: ListenerContext, res: http.ServerResponse, bearer: string | undefined): void {
+  replyJson(context, res, 401, errorAnswer('unauthorized', bearer === undefined
+    ? 'this node requires an auth token: send Authorization: Bearer TOKEN'
+    : 'wrong auth token'), { 'www-authenticate': 'Bearer' });
 }
 
 function actionOfPath(path: string): Action | null {
@@ -213,7 +234,7 @@ async function serveAction(
   const built = buildRequest(action, body.text);
   if (!built.ok) return refuse(errorAnswer('bad_request', built.message));
   if (context.closing) return refuse(errorAnswer('shutting_down', 'the HTTP listener is closing'));
-  const exchange = new HttpExchange(context, finish);
+  const exchange = new HttpExchange(context, finish, bearerOf(req));
   res.on('close', () => exchange.abort());
   exchange.start(built.request);
 }
@@ -298,6 +319,7 @@ class HttpExchange implements ClientConnection {
   constructor(
     private readonly context: ListenerContext,
     private readonly finish: (answer: Answer) => void,
+    readonly bearer: string | undefined,
   ) {}
 
   start(request: Request): void {

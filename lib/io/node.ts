@@ -44,6 +44,8 @@ export interface NodeOptions {
   snapshotEveryEntries?: number;
   /** How linearizable reads are confirmed (see ReplicaConfig.readPath). */
   readPath?: 'index' | 'log';
+  /** Clients must present this token before anything is served (`--auth-token-file`). */
+  authToken?: string;
   logger: Logger;
 }
 
@@ -122,6 +124,7 @@ export class LatchkeyNode implements RequestSink {
       readPath: options.readPath ?? 'index',
       rng: new Prng(Number.parseInt(randomUUID().slice(0, 8), 16)),
       newSecret: () => randomUUID(),
+      authToken: options.authToken ?? null,
     });
     this.replica.load({ hardState, snapshot, entries }, performance.now());
     this.files = new FileStore(path.join(options.dataDir, 'files'), logger);
@@ -210,6 +213,10 @@ export class LatchkeyNode implements RequestSink {
 
   status(): StatusInfo {
     return this.replica.status();
+  }
+
+  authorize(bearer: string | undefined): boolean {
+    return this.replica.authorize(bearer);
   }
 
   // ---- the loop ----
@@ -375,6 +382,10 @@ class CountingConnection implements ClientConnection {
 
   get kind(): 'tcp' | 'http' {
     return this.inner.kind;
+  }
+
+  get bearer(): string | undefined {
+    return this.inner.bearer;
   }
 
   started(request: Request): void {

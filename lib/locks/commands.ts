@@ -43,8 +43,11 @@ export interface ReleaseCommand extends FromClient { type: 'release'; lock: stri
 export interface AppendCommand extends FromClient { type: 'append'; lock: string; token: number; file: string; data: string }
 export interface ByeCommand extends FromClient { type: 'bye' }
 
-/** Keepalives (and reads from a session's connection) seen since the last flush, in one entry. */
-export interface TouchCommand extends Stamped { type: 'touch'; clients: string[] }
+/** Keepalives (and reads from a session's connection) seen since the last flush, in one entry.
+ *  Each names the connection it came from: only the session's own connection keeps it alive
+ *  (issue 5: ownership), so a stranger naming a client_id cannot stretch its session. */
+export interface TouchCommand extends Stamped { type: 'touch'; touches: Touch[] }
+export interface Touch { client: string; conn: ConnId }
 /** The node holding a connection saw it close. */
 export interface DisconnectedCommand extends Stamped { type: 'disconnected'; client: string; conn: string }
 /** Advances cluster time so that due deadlines fire even when nothing else happens. */

@@ -14,6 +14,7 @@
 // hands it on), so a counter in the state is what keeps tokens strictly increasing per lock.
 import { assert, unreachable } from '../core/assert';
 import { requestResultsPerSessionMax } from '../core/limits';
+import { sameSecret } from '../core/secrets';
 import { errorAnswer, okAnswer, type Answer } from '../protocol/answers';
 import type {
   AcquireCommand, AppendCommand, ByeCommand, Command, DedupCommand, HelloCommand, PreemptCommand, ReleaseCommand,
@@ -61,9 +62,9 @@ function applyCommand(state: LockState, command: Command, effects: Effect[]): An
     case 'bye':
       return applyDedup(state, command, effects);
     case 'touch':
-      for (const client of command.clients) {
-        const session = state.sessions.get(client);
-        if (session !== undefined) session.lastContactAt = state.now;
+      for (const touch of command.touches) {
+        const session = state.sessions.get(touch.client);
+        if (session !== undefined && session.conn === touch.conn) session.lastContactAt = state.now;
       }
       return null;
     case 'disconnected': {
@@ -92,7 +93,7 @@ function applyHello(state: LockState, command: HelloCommand): Answer {
   let session = state.sessions.get(command.client);
   if (session !== undefined && session.conn !== command.conn) {
     // Taking over a live session from another connection needs its secret (PROTOCOL §4).
-    if (command.resume === undefined || command.resume !== session.resume) {
+    if (command.resume === undefined || !sameSecret(command.resume, session.resume)) {
       return errorAnswer('client_mismatch', `client_id ${command.client} has a live session on another connection; resume it with its resume_token`);
     }
     session.conn = command.conn;

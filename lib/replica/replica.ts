@@ -16,13 +16,14 @@ import { assert } from '../core/assert';
 import { errorAnswer, type Answer } from '../protocol/answers';
 import type { ErrorCode } from '../protocol/errors';
 import type { CheckRequest, ReadRequest, Request, RequestId } from '../protocol/schemas';
-import type { Command, ConnId } from '../locks/commands';
+import type { Command, ConnId, Touch } from '../locks/commands';
 import { apply, type Effect } from '../locks/state-machine';
 import { checkLock, createLockState, nextDeadlineAt, readFile, type LockState } from '../locks/state';
 import { decodeSnapshot, encodeSnapshot } from '../locks/snapshot';
 import { Raft, type Ready } from '../raft/raft';
 import type { Entry, Snapshot } from '../raft/messages';
 import type { Prng } from '../core/prng';
+import { sameSecret } from '../core/secrets';
 import type { ClientConnection, StatusInfo } from '../io/front-door';
 import { isReplicaMessage, type PeerMessage, type ReplicaMessage } from './peer-messages';
 
@@ -52,6 +53,9 @@ export interface ReplicaConfig {
   broken?: { commitOlderTermByCount?: boolean; voteForStaleLog?: boolean };
   /** Draws the unguessable resume secret of a new session (randomness stays outside apply). */
   newSecret: () => string;
+  /** With a token, a connection is served only after it presented it (PROTOCOL §1
+   *  `--auth-token-file`): as `hello.auth`, or as a bearer token its transport carried. */
+  authToken?: string | null;
 }
 
 interface ConnState {
@@ -64,6 +68,8 @@ interface ConnState {
   /** A bye for this connection is sent: the next request needs a new session. */
   byeSent: boolean;
   closed: boolean;
+  /** Presented the auth token (always true when none is configured). */
+  authed: boolean;
 }
 
 interface Reply {
@@ -132,7 +138,8 @@ export class Replica {
   private leaderBatch: Command[] = [];
   /** Queued acquires by `client \0 lock`. */
   private readonly waiting = new Map<string, Reply[]>();
-  private touchClients = new Set<string>();
+  /** Sessions seen alive since the last flush, by `client \0 conn`. */
+  private touches = new Map<string, Touch>();
   private touchReplies: Reply[] = [];
   private readQueue: PendingRead[] = [];
   private readonly readBatches = new Map<string, ReadBatch>();
@@ -202,7 +209,9 @@ export class Replica {
 
   open(conn: ClientConnection): ConnState {
     const key = conn.kind === 'http' ? null : `${this.config.nodeId}/${this.config.bootId}/${++this.connSeq}`;
-    const cs: ConnState = { conn, key, clientId: undefined, helloPending: false, byeSent: false, closed: false };
+    const cs: ConnState = {
+      conn, key, clientId: undefined, helloPending: false, byeSent: false, closed: false, authed: this.authorize(conn.bearer),
+    };
     if (key !== null) this.connsByKey.set(key, cs);
     return cs;
   }
@@ -220,12 +229,29 @@ export class Replica {
     }
   }
 
+  /** True when no auth token is configured or `presented` is it. */
+  authorize(presented: string | undefined): boolean {
+    const token = this.config.authToken ?? null;
+    return token === null || (presented !== undefined && sameSecret(presented, token));
+  }
+
   // ---- client requests ----
 
   request(cs: ConnState, request: Request, now: number): void {
     if (this.shuttingDown) {
       this.answer({ conn: cs, id: request.id }, errorAnswer('shutting_down', 'the node is shutting down'));
       return;
+    }
+    if (!cs.authed) {
+      // Nothing is served, not even status, before the token (PROTOCOL §1); nothing changes.
+      const presented = request.action === 'hello' ? request.auth : undefined;
+      if (!this.authorize(presented)) {
+        this.answer({ conn: cs, id: request.id }, errorAnswer('unauthorized', presented === undefined
+          ? 'this node requires an auth token: send hello with auth first'
+          : 'wrong auth token'));
+        return;
+      }
+      cs.authed = true;
     }
     switch (request.action) {
       case 'status':
@@ -261,7 +287,7 @@ export class Replica {
     }
     this.ensureSession(cs, client, now);
     if (request.action === 'keepalive') {
-      this.touchClients.add(client);
+      this.touch(client, cs.key);
       this.touchReplies.push(reply);
       return;
     }
@@ -316,9 +342,11 @@ export class Replica {
   /** Reads from a connection with a session count as contact (PROTOCOL §4: the session ends
    *  when no request from it reached the cluster for ttl_ms). */
   private noteContact(cs: ConnState): void {
-    if (cs.clientId !== undefined && this.state.sessions.get(cs.clientId)?.conn === cs.key) {
-      this.touchClients.add(cs.clientId);
-    }
+    if (cs.clientId !== undefined && this.state.sessions.get(cs.clientId)?.conn === cs.key) this.touch(cs.clientId, cs.key);
+  }
+
+  private touch(client: string, conn: ConnId): void {
+    this.touches.set(`${client}\u0000${conn ?? ''}`, { client, conn });
   }
 
   private readLocal(request: CheckRequest | ReadRequest): Answer {
@@ -511,14 +539,14 @@ export class Replica {
 
   get hasWork(): boolean {
     return this.queued.length > 0 || this.leaderBatch.length > 0 || this.touchReplies.length > 0
-      || this.touchClients.size > 0 || this.readQueue.length > 0 || this.outbox.length > 0 || this.raft.hasReady();
+      || this.touches.size > 0 || this.readQueue.length > 0 || this.outbox.length > 0 || this.raft.hasReady();
   }
 
   private flushTouch(now: number): void {
-    if (this.touchReplies.length === 0 && this.touchClients.size === 0) return;
+    if (this.touchReplies.length === 0 && this.touches.size === 0) return;
     const replies = this.touchReplies;
-    this.submit({ type: 'touch', at: 0, clients: [...this.touchClients] }, null, now, this.nextOrigin(), replies);
-    this.touchClients = new Set();
+    this.submit({ type: 'touch', at: 0, touches: [...this.touches.values()] }, null, now, this.nextOrigin(), replies);
+    this.touches = new Map();
     this.touchReplies = [];
   }
 
@@ -556,7 +584,7 @@ export class Replica {
     if (this.config.readPath === 'log') {
       // The reads are answered from the state right after an entry of their own applies.
       const origin = this.nextOrigin();
-      this.submit({ type: 'touch', at: 0, clients: [] }, null, now, origin);
+      this.submit({ type: 'touch', at: 0, touches: [] }, null, now, origin);
       (this.pending.get(origin) as PendingCommand).reads = this.readQueue;
       this.readQueue = [];
       this.flushCommands(now);
@@ -670,7 +698,9 @@ export class Replica {
       for (const reply of p.touchReplies ?? []) {
         const client = reply.conn.clientId;
         const session = client === undefined ? undefined : this.state.sessions.get(client);
-        if (session === undefined || session.conn !== reply.conn.key) {
+        if (session !== undefined && session.conn !== reply.conn.key) {
+          this.answer(reply, errorAnswer('client_mismatch', `the session of ${client} belongs to another connection`));
+        } else if (session === undefined) {
           this.answer(reply, errorAnswer('unavailable', 'the session ended; send the request again to open a new one'));
         } else {
           this.answer(reply, { ok: true, ttl_ms: session.ttlMs });

@@ -674,8 +674,7 @@ describe('e2e: error codes and sessions over a real socket', function () {
   });
 
   describe('codes one node cannot produce yet', () => {
-    // unauthorized: needs --auth-token-file, which this build refuses ("not supported yet").
-    it.skip('unauthorized (no --auth-token-file support yet)', () => undefined);
+    // unauthorized: see test/security/auth.test.ts (a node started with --auth-token-file).
     // limit_exceeded: no configurable bound on connections, waiters or sizes is exposed yet.
     it.skip('limit_exceeded (no configured bounds yet)', () => undefined);
     // unavailable: a single node is always its own leader with a quorum of one.

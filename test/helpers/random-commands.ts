@@ -53,7 +53,9 @@ export class CommandGenerator {
     if (roll < 0.6) return this.release(state, at, client);
     if (roll < 0.72) return this.append(state, at, client);
     if (roll < 0.75) return { type: 'bye', at, client, conn: this.connFor(client), ...this.req(client) };
-    if (roll < 0.88) return { type: 'touch', at, clients: clientNames.filter(() => prng.chance(0.5)) };
+    if (roll < 0.88) {
+      return { type: 'touch', at, touches: clientNames.filter(() => prng.chance(0.5)).map((c) => ({ client: c, conn: this.conn(c) })) };
+    }
     if (roll < 0.93) return { type: 'disconnected', at, client, conn: this.conn(client) };
     return { type: 'tick', at };
   }

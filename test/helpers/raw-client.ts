@@ -161,3 +161,17 @@ export async function waitFor<T>(probe: () => Promise<T>, done: (value: T) => bo
   }
   return last;
 }
+
+/** For a mocha `describe`: returns a connect function whose clients are all closed after each
+ *  test. `port` is read at connect time (the node usually starts in a `before` hook). */
+export function rawClientPool(port: () => number): () => Promise<RawClient> {
+  const open: RawClient[] = [];
+  afterEach(() => {
+    for (const c of open.splice(0)) c.close();
+  });
+  return async () => {
+    const c = await connectRaw(port());
+    open.push(c);
+    return c;
+  };
+}

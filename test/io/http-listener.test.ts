@@ -45,6 +45,13 @@ class FakeSink implements RequestSink {
     return fixedStatus;
   }
 
+  /** Set to require a token, as `--auth-token-file` does. */
+  token: string | null = null;
+
+  authorize(bearer: string | undefined): boolean {
+    return this.token === null || bearer === this.token;
+  }
+
   last(): FakeHandle {
     const handle = this.handles[this.handles.length - 1];
     if (handle === undefined) throw new Error('the sink saw no connection');

@@ -74,7 +74,7 @@ function busyLog(): Log {
   log.run({ type: 'preempt', at: 40, client: 'b', conn: conn('b'), lock: 'M', req: 'b3' });
   log.run({ type: 'append', at: 40, client: 'b', conn: conn('b'), lock: 'M', token: 2, file: 'g', data: 'm', req: 'b4' });
   log.run({ type: 'tick', at: 330 }); // c times out: a dead slot between b and d
-  log.run({ type: 'touch', at: 400, clients: ['a', 'b', 'c', 'd'] }); // the session entries go stale
+  log.run({ type: 'touch', at: 400, touches: ['a', 'b', 'c', 'd'].map((c) => ({ client: c, conn: conn(c) })) }); // the session entries go stale
   log.run({ type: 'disconnected', at: 450, client: 'd', conn: conn('d') }); // d: grace, an earlier deadline
   log.run({ type: 'tick', at: 1000 }); // stale entries pop and are pushed again
   return log;
@@ -138,7 +138,7 @@ describe('locks/snapshot', () => {
       expect([...(copy.state.sessions.get('z')?.locks ?? [])]).to.deep.equal(['Y', 'B']);
       expect([...(copy.state.sessions.get('a')?.waits ?? [])]).to.deep.equal(['Y', 'B']);
       // That order is what later effects come in: z expires, Y is lost and handed on before B.
-      const result = applyBoth(log, copy, { type: 'touch', at: 999, clients: ['a'] }, 'touch').effects;
+      const result = applyBoth(log, copy, { type: 'touch', at: 999, touches: [{ client: 'a', conn: conn('a') }] }, 'touch').effects;
       expect(result).to.deep.equal([]);
       const effects = applyBoth(log, copy, { type: 'tick', at: 1000 }, 'expiry').effects;
       expect(effects.map((effect) => `${effect.kind}:${'lock' in effect ? effect.lock : ''}`)).to.deep.equal([

@@ -84,7 +84,7 @@ class Log {
   }
 
   touch(...clients: string[]): ApplyResult {
-    return this.run({ type: 'touch', at: this.at, clients });
+    return this.run({ type: 'touch', at: this.at, touches: clients.map((client) => ({ client, conn: connOf(client) })) });
   }
 
   disconnected(client: string, conn: string = connOf(client)): ApplyResult {
@@ -467,6 +467,16 @@ describe('locks/state-machine', () => {
       const effects = log.tickAt(2899).effects;
       expect(effects.map((effect) => effect.kind)).to.deep.equal(['lost', 'lost', 'session_ended']);
       expect(log.state.sessions.has('a')).to.equal(false);
+    });
+
+    it('are kept alive only by a touch from their own connection (ownership)', () => {
+      const log = new Log();
+      log.hello('a', { ttlMs: 1000 });
+      log.preempt('a', 'L');
+      log.at = 900;
+      log.run({ type: 'touch', at: 900, touches: [{ client: 'a', conn: 'n2/7/stranger' }, { client: 'a', conn: null }] });
+      const effects = log.tickAt(1000).effects;
+      expect(effects.map((effect) => effect.kind)).to.deep.equal(['lost', 'session_ended']);
     });
 
     it('touch ignores clients with no session', () => {
