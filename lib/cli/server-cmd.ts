@@ -4,6 +4,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import {
+  defaultConnectionLimits, defaultStateLimits, type ConnectionLimits, type StateLimits,
+} from '../core/limits';
 import type { FsyncMode } from '../io/disk-log';
 import { createLogger, isLogLevel, type Logger } from '../io/logger';
 import { LatchkeyNode, type NodeOptions } from '../io/node';
@@ -36,11 +39,36 @@ function parsePeers(value: string): Map<string, HostPort> {
   return peers;
 }
 
-function positiveInt(flag: string, value: string | undefined, fallback: number): number {
+function positiveInt(flag: string, value: string | undefined, fallback: number, unit = 'milliseconds'): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`${flag} must be a positive whole number of milliseconds (got '${value}')`);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new UsageError(`${flag} must be a positive whole number of ${unit} (got '${value}')`);
   return n;
+}
+
+/** The bound flags (README "Limits"): flag -> the limit it sets and what it counts. */
+const stateLimitFlags: ReadonlyArray<[string, keyof StateLimits, string]> = [
+  ['max-sessions', 'sessions', 'sessions'],
+  ['max-locks', 'locks', 'locks'],
+  ['max-locks-per-session', 'locksPerSession', 'locks'],
+  ['max-waiters-per-lock', 'waitersPerLock', 'waiters'],
+  ['max-files', 'files', 'files'],
+  ['max-file-bytes', 'fileBytes', 'bytes'],
+  ['max-total-file-bytes', 'totalFileBytes', 'bytes'],
+];
+const connectionLimitFlags: ReadonlyArray<[string, keyof ConnectionLimits, string]> = [
+  ['max-connections', 'connections', 'connections'],
+  ['max-pending-per-connection', 'pendingPerConnection', 'requests'],
+  ['max-output-bytes', 'outputBytesMax', 'bytes'],
+  ['idle-timeout-ms', 'idleMs', 'milliseconds'],
+];
+
+function limitsFrom<T extends object>(values: FlagValues, flags: ReadonlyArray<[string, keyof T, string]>, defaults: Readonly<T>): T {
+  const limits = { ...defaults } as T;
+  for (const [flag, key, unit] of flags) {
+    (limits as Record<keyof T, number>)[key] = positiveInt(`--${flag}`, values[flag] as string | undefined, defaults[key] as number, unit);
+  }
+  return limits;
 }
 
 /** A secret kept in a file (never on the command line, where `ps` shows it). Surrounding
@@ -77,6 +105,7 @@ const serverFlags: FlagSpec = {
   'tls-cert': { type: 'string' },
   'tls-key': { type: 'string' },
   'tls-ca': { type: 'string' },
+  ...Object.fromEntries([...stateLimitFlags, ...connectionLimitFlags].map(([flag]) => [flag, { type: 'string' }])),
 };
 
 type FlagSpec = Record<string, { type: 'string' | 'boolean' }>;
@@ -91,7 +120,7 @@ function parse(argv: string[], options: FlagSpec): { values: FlagValues } {
 }
 
 /** Timing, durability and logging flags shared by `server` and `cluster`. */
-function commonOptions(values: Record<string, string | boolean | undefined>): Pick<NodeOptions, 'fsync' | 'heartbeatMs' | 'electionTimeoutMs' | 'sessionTtlMs' | 'readPath' | 'snapshotEveryEntries' | 'authToken'> & { logLevel: string } {
+function commonOptions(values: FlagValues): Pick<NodeOptions, 'fsync' | 'heartbeatMs' | 'electionTimeoutMs' | 'sessionTtlMs' | 'readPath' | 'snapshotEveryEntries' | 'authToken' | 'limits' | 'connectionLimits'> & { logLevel: string } {
   const heartbeatMs = positiveInt('--heartbeat-ms', values['heartbeat-ms'] as string | undefined, 50);
   const electionTimeoutMs = positiveInt('--election-timeout-ms', values['election-timeout-ms'] as string | undefined, 300);
   const sessionTtlMs = positiveInt('--session-ttl-ms', values['session-ttl-ms'] as string | undefined, 10000);
@@ -110,6 +139,8 @@ function commonOptions(values: Record<string, string | boolean | undefined>): Pi
   const tokenFile = values['auth-token-file'] as string | undefined;
   return {
     fsync: fsync as FsyncMode, heartbeatMs, electionTimeoutMs, sessionTtlMs, readPath, snapshotEveryEntries, logLevel,
+    limits: limitsFrom(values, stateLimitFlags, defaultStateLimits),
+    connectionLimits: limitsFrom(values, connectionLimitFlags, defaultConnectionLimits),
     ...(tokenFile === undefined ? {} : { authToken: readSecretFile('--auth-token-file', tokenFile) }),
   };
 }

@@ -2,7 +2,7 @@
 // parses and validates; the node decides everything else. Answers produced in one turn of the
 // event loop leave in one write per connection.
 import * as net from 'node:net';
-import { frameBytesMax } from '../core/limits';
+import { defaultConnectionLimits, frameBytesMax, type ConnectionLimits } from '../core/limits';
 import { errorAnswer, type Answer } from '../protocol/answers';
 import { LineSplitter } from '../protocol/ndjson';
 import { validateRequest, type RequestId } from '../protocol/schemas';
@@ -23,7 +23,22 @@ export interface ClientListenerOptions {
   /** A connection that opened with a peer hello: the peer transport takes the socket over.
    *  Peer and client connections share the port but nothing else. */
   onPeer?: (socket: net.Socket, head: Buffer) => void;
+  /** Bounds on client connections (default: defaultConnectionLimits). */
+  limits?: ConnectionLimits;
 }
+
+interface ClientState {
+  handle: ConnectionHandle;
+  connection: TcpConnection;
+  /** performance.now() of the last complete line. */
+  lastRequestAt: number;
+}
+
+/** Sockets that have not sent a first line yet (peer or client?), beyond the client bound. */
+const undecidedSocketsMax = 1024;
+const undecidedTimeoutMs = 10_000;
+/** A connection with this much output queued is not reading: it is closed (logged). */
+const outputBytesCutMax = 128 * 1024 * 1024;
 
 export interface ClientListener {
   address: { host: string; port: number };
@@ -35,10 +50,19 @@ class TcpConnection implements ClientConnection {
   readonly kind = 'tcp' as const;
   private out: string[] = [];
   private scheduled = false;
+  /** Requests handed to the node and not answered yet. */
+  inFlight = 0;
 
-  constructor(private readonly socket: net.Socket) {}
+  constructor(private readonly socket: net.Socket, private readonly onFlushed: () => void) {}
 
+  /** The node's answer to a request it was handed. */
   answer(id: RequestId | null, answer: Answer): void {
+    this.inFlight--;
+    this.send(JSON.stringify({ id, ...answer }));
+  }
+
+  /** The front door's own answer to a line it did not hand to the node. */
+  refuse(id: RequestId | null, answer: Answer): void {
     this.send(JSON.stringify({ id, ...answer }));
   }
 
@@ -61,6 +85,7 @@ class TcpConnection implements ClientConnection {
     const text = this.out.length === 1 ? `${this.out[0]}\n` : `${this.out.join('\n')}\n`;
     this.out = [];
     this.socket.write(text);
+    this.onFlushed();
   }
 
   /** Writes what is queued, then closes (frame_too_large). */
@@ -72,14 +97,25 @@ class TcpConnection implements ClientConnection {
 
 export function startClientListener(options: ClientListenerOptions): Promise<ClientListener> {
   const { sink, logger } = options;
-  const sockets = new Set<net.Socket>();
+  const limits = options.limits ?? defaultConnectionLimits;
+  /** Client connections, and sockets that have not yet shown whether they are peers. */
+  const clients = new Map<net.Socket, ClientState>();
+  const undecided = new Map<net.Socket, number>();
   const server = net.createServer((socket) => {
-    sockets.add(socket);
     socket.setNoDelay(true);
+    socket.on('error', () => undefined);
     if (options.onPeer === undefined) {
       serveClient(socket);
       return;
     }
+    // Peers share the port, so a socket is not refused for the client bound before it has
+    // said what it is; sockets still silent are bounded on their own and time out quickly.
+    if (undecided.size >= undecidedSocketsMax) {
+      logger.warn('connection_refused', { reason: 'too many connections that have not sent a line' });
+      socket.destroy();
+      return;
+    }
+    undecided.set(socket, performance.now());
     // Decide from the first bytes whether this is a peer or a client.
     let head: Buffer = Buffer.alloc(0);
     const onFirst = (chunk: Buffer): void => {
@@ -87,34 +123,62 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
       const decided = head.length >= peerHello.length || head.includes(10);
       if (!decided) return;
       socket.off('data', onFirst);
+      undecided.delete(socket);
       if (head.subarray(0, peerHello.length).equals(peerHello)) {
-        sockets.delete(socket);
         options.onPeer?.(socket, head);
       } else {
         serveClient(socket, head);
       }
     };
     socket.on('data', onFirst);
-    socket.on('error', () => undefined);
-    socket.once('close', () => sockets.delete(socket));
+    socket.once('close', () => undecided.delete(socket));
   });
   const serveClient = (socket: net.Socket, head?: Buffer): void => {
-    const connection = new TcpConnection(socket);
+    if (clients.size >= limits.connections) {
+      // One line that says why, then close: the client can try another node.
+      socket.end(`${JSON.stringify({ id: null, ...errorAnswer('limit_exceeded', `this node serves at most ${limits.connections} client connections`) })}\n`);
+      options.onAnswer?.(undefined, 'limit_exceeded');
+      return;
+    }
+    let paused = false;
+    const connection = new TcpConnection(socket, () => {
+      // Backpressure: a client that does not read its answers stops being read, so it cannot
+      // make the node buffer without bound; one far behind is cut off.
+      const queued = socket.writableLength;
+      if (queued > outputBytesCutMax) {
+        logger.warn('client_cut_off', { reason: 'not reading its answers', queued_bytes: queued });
+        socket.destroy();
+      } else if (queued > limits.outputBytesMax && !paused) {
+        paused = true;
+        socket.pause();
+      }
+    });
+    socket.on('drain', () => {
+      if (!paused) return;
+      paused = false;
+      socket.resume();
+    });
     const handle: ConnectionHandle = sink.open(connection);
+    const state: ClientState = { handle, connection, lastRequestAt: performance.now() };
+    clients.set(socket, state);
     const splitter = new LineSplitter(frameBytesMax);
     let closed = false;
     const onClose = (): void => {
       if (closed) return;
       closed = true;
-      sockets.delete(socket);
+      clients.delete(socket);
       handle.close();
       options.onBatch?.();
     };
+    const refuse = (id: RequestId | null, answer: Answer & { ok: false }): void => {
+      connection.refuse(id, answer);
+      options.onAnswer?.(undefined, answer.error.code);
+    };
     const onData = (chunk: Buffer): void => {
       splitter.push(chunk, (frame) => {
+        state.lastRequestAt = performance.now();
         if (frame.kind === 'too_large') {
-          connection.answer(null, errorAnswer('frame_too_large', `a line is limited to ${frameBytesMax} bytes`));
-          options.onAnswer?.(undefined, 'frame_too_large');
+          refuse(null, errorAnswer('frame_too_large', `a line is limited to ${frameBytesMax} bytes`));
           connection.end();
           return;
         }
@@ -122,16 +186,19 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
         try {
           message = JSON.parse(frame.line);
         } catch {
-          connection.answer(null, errorAnswer('bad_request', 'not valid JSON'));
-          options.onAnswer?.(undefined, 'bad_request');
+          refuse(null, errorAnswer('bad_request', 'not valid JSON'));
           return;
         }
         const result = validateRequest(message);
         if (!result.ok) {
-          connection.answer(result.id, errorAnswer('bad_request', result.message));
-          options.onAnswer?.(undefined, 'bad_request');
+          refuse(result.id, errorAnswer('bad_request', result.message));
           return;
         }
+        if (connection.inFlight >= limits.pendingPerConnection) {
+          refuse(result.request.id, errorAnswer('limit_exceeded', `${limits.pendingPerConnection} requests on this connection are not answered yet`));
+          return;
+        }
+        connection.inFlight++;
         handle.request(result.request);
       });
       options.onBatch?.();
@@ -141,6 +208,21 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
     socket.on('close', onClose);
     if (head !== undefined) onData(head);
   };
+  // Connections with no session that send nothing are closed; so are sockets that never say
+  // whether they are clients or peers.
+  const sweep = setInterval(() => {
+    const now = performance.now();
+    for (const [socket, openedAt] of undecided) {
+      if (now - openedAt >= Math.min(limits.idleMs, undecidedTimeoutMs)) socket.destroy();
+    }
+    for (const [socket, state] of clients) {
+      if (!state.handle.bound && state.connection.inFlight === 0 && now - state.lastRequestAt >= limits.idleMs) {
+        logger.debug('client_idle_closed', { idle_ms: Math.round(now - state.lastRequestAt) });
+        socket.destroy();
+      }
+    }
+  }, Math.max(10, Math.min(1000, limits.idleMs / 4)));
+  sweep.unref();
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => {
@@ -148,9 +230,10 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
       const addr = server.address() as net.AddressInfo;
       resolve({
         address: { host: addr.address, port: addr.port },
-        connections: () => sockets.size,
+        connections: () => clients.size,
         close: () => new Promise<void>((done) => {
-          for (const socket of sockets) socket.destroy();
+          clearInterval(sweep);
+          for (const socket of [...clients.keys(), ...undecided.keys()]) socket.destroy();
           server.close(() => done());
         }),
       });

@@ -50,6 +50,8 @@ export interface RequestSink {
 export interface ConnectionHandle {
   /** A request that already passed schema validation. */
   request(request: Request): void;
+  /** The connection named a client_id, so it carries a session (an idle one is not closed). */
+  readonly bound: boolean;
   /** The connection closed (or, for HTTP, the exchange ended). */
   close(): void;
 }

@@ -23,7 +23,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { TextDecoder } from 'node:util';
-import { frameBytesMax } from '../core/limits';
+import { defaultConnectionLimits, frameBytesMax, type ConnectionLimits } from '../core/limits';
 import { isErrorCode, type ErrorCode, type WireError } from '../protocol/errors';
 import { actions, validateRequest, type Action, type Request, type RequestId } from '../protocol/schemas';
 import type { Answer, ClientConnection, ConnectionHandle, PushEvent, RequestSink } from './front-door';
@@ -61,6 +61,9 @@ export interface HttpListenerOptions {
   /** Largest accepted POST body; larger is 413 `frame_too_large`. Default: the TCP frame
    *  bound (65536), so a request that fits one front door fits the other. */
   bodyBytesMax?: number;
+  /** Connections at once, and how long a request may take to arrive (default:
+   *  defaultConnectionLimits); past the bound new connections are closed by Node's server. */
+  limits?: ConnectionLimits;
 }
 
 export interface HttpListener {
@@ -100,6 +103,11 @@ export async function startHttpListener(options: HttpListenerOptions): Promise<H
       replyError(context, res, 'internal', 'internal error');
     });
   });
+  const limits = options.limits ?? defaultConnectionLimits;
+  server.maxConnections = limits.connections;
+  // A slow sender (a byte a second) may not hold a connection longer than this per request.
+  server.requestTimeout = limits.idleMs;
+  server.headersTimeout = Math.min(limits.idleMs, server.headersTimeout);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => {

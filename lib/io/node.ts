@@ -28,6 +28,7 @@ import { startHttpListener } from './http-listener';
 import type { Logger } from './logger';
 import { Metrics } from './metrics';
 import { PeerTransport } from './peer-transport';
+import { defaultConnectionLimits, defaultStateLimits, type ConnectionLimits, type StateLimits } from '../core/limits';
 
 export interface NodeOptions {
   id: string;
@@ -46,6 +47,10 @@ export interface NodeOptions {
   readPath?: 'index' | 'log';
   /** Clients must present this token before anything is served (`--auth-token-file`). */
   authToken?: string;
+  /** Bounds of the replicated state this node commits when it leads (default: defaultStateLimits). */
+  limits?: StateLimits;
+  /** Bounds on this node's client connections (default: defaultConnectionLimits). */
+  connectionLimits?: ConnectionLimits;
   logger: Logger;
 }
 
@@ -125,6 +130,7 @@ export class LatchkeyNode implements RequestSink {
       rng: new Prng(Number.parseInt(randomUUID().slice(0, 8), 16)),
       newSecret: () => randomUUID(),
       authToken: options.authToken ?? null,
+      limits: options.limits ?? defaultStateLimits,
     });
     this.replica.load({ hardState, snapshot, entries }, performance.now());
     this.files = new FileStore(path.join(options.dataDir, 'files'), logger);
@@ -145,13 +151,17 @@ export class LatchkeyNode implements RequestSink {
     this.replica.tick(performance.now());
     this.process();
     await this.persisted;
+    const connectionLimits = options.connectionLimits ?? defaultConnectionLimits;
     this.listener = await startClientListener({
       host: options.listen.host, port: options.listen.port, sink: this, logger,
       onBatch: () => this.schedule(),
       onPeer: (socket, head) => this.transport.adopt(socket, head),
+      limits: connectionLimits,
     });
     if (options.http !== undefined) {
-      this.http = await startHttpListener({ host: options.http.host, port: options.http.port, sink: this, metrics: this.metrics, logger });
+      this.http = await startHttpListener({
+        host: options.http.host, port: options.http.port, sink: this, metrics: this.metrics, logger, limits: connectionLimits,
+      });
     }
     const tickMs = Math.max(1, Math.min(10, Math.floor(options.heartbeatMs / 5)));
     this.timer = setInterval(() => this.onTimer(), tickMs);
@@ -192,6 +202,9 @@ export class LatchkeyNode implements RequestSink {
     if (connection.kind === 'tcp') this.metrics.addConnections(1);
     let closed = false;
     return {
+      get bound() {
+        return cs.clientId !== undefined;
+      },
       request: (request: Request) => {
         counted.started(request);
         if (this.failed !== undefined) {

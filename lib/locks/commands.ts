@@ -2,6 +2,8 @@
 // request turns it into a command, and it stamps every command with the cluster time `at`.
 // `apply` takes nothing else from the outside world: no clock, no randomness, no I/O.
 
+import type { StateLimits } from '../core/limits';
+
 /** The connection a session is bound to: `node/boot/seq` for TCP, null for HTTP (connectionless). */
 export type ConnId = string | null;
 
@@ -52,10 +54,12 @@ export interface Touch { client: string; conn: ConnId }
 export interface DisconnectedCommand extends Stamped { type: 'disconnected'; client: string; conn: string }
 /** Advances cluster time so that due deadlines fire even when nothing else happens. */
 export interface TickCommand extends Stamped { type: 'tick' }
+/** The bounds every replica enforces from here on (a new leader commits its configuration). */
+export interface LimitsCommand extends Stamped { type: 'limits'; limits: StateLimits }
 
 export type Command =
   | HelloCommand | PreemptCommand | AcquireCommand | ReleaseCommand | AppendCommand | ByeCommand
-  | TouchCommand | DisconnectedCommand | TickCommand;
+  | TouchCommand | DisconnectedCommand | TickCommand | LimitsCommand;
 
 export type CommandType = Command['type'];
 

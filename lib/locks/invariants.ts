@@ -17,7 +17,12 @@ export function checkInvariants(state: LockState): void {
   check(state.lastToken >= 0, `lastToken ${state.lastToken} is negative`);
   for (const [name, lock] of state.locks) checkLock(state, name, lock, deadlines);
   for (const [client, session] of state.sessions) checkSession(state, client, session, deadlines);
-  for (const [name, file] of state.files) checkFile(name, file);
+  let fileBytes = 0;
+  for (const [name, file] of state.files) {
+    checkFile(name, file);
+    fileBytes += file.sizeBytes;
+  }
+  check(state.fileBytes === fileBytes, `fileBytes ${state.fileBytes} but the files hold ${fileBytes}`);
 }
 
 /** One string per heap entry that identifies the instance it belongs to, so that "this session,

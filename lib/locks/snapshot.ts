@@ -13,13 +13,16 @@
 //   array (a valid heap never moves an item pushed in its own array order). A wait queue is written
 //   as its live waiters in queue order (its dead slots are invisible to every operation). A file's
 //   chunks are joined into one string (readFile does the same).
-// - Versioned and strict: `{"v":1,...}`. decodeSnapshot refuses an unknown version, bad JSON, a
+// - Versioned and strict: `{"v":2,...}` (version 1, without limits, is still read). decodeSnapshot refuses an unknown version, bad JSON, a
 //   missing, extra or mistyped field, or a state that breaks checkInvariants, with a SnapshotError;
 //   it builds a fresh state and returns it only when all of it is valid, so nothing is ever
 //   half-restored.
 //
-// Format v1 (one JSON object, keys in this order):
-//   { "v": 1, "now", "appliedIndex", "lastToken", "seq",
+// Format v2 (one JSON object, keys in this order; v1 is the same without "limits", which then
+// are the defaults):
+//   { "v": 2, "now", "appliedIndex", "lastToken", "seq",
+//     "limits": { "sessions", "locks", "locksPerSession", "waitersPerLock", "files", "fileBytes",
+//                 "totalFileBytes" },
 //     "sessions": [{ "client", "serial", "conn", "connected", "ttlMs", "graceMs", "resume",
 //                    "lastContactAt", "disconnectedAt", "queuedAt", "locks": [name],
 //                    "waits": [name], "results": [[request_id, fingerprint, answer | null]] }],
@@ -31,13 +34,17 @@
 // Answers are stored as the JSON objects they are, in their own key order, so that a retried
 // request still gets the first answer byte for byte.
 import { assert } from '../core/assert';
+import { defaultStateLimits, type StateLimits } from '../core/limits';
 import type { Answer } from '../protocol/answers';
 import { DeadlineHeap, type Deadline, type DeadlineKind } from './deadline-heap';
 import { checkInvariants } from './invariants';
 import type { CachedAnswer, GuardedFile, LockEntry, LockState, Session } from './state';
 import { WaitQueue, type Waiter } from './wait-queue';
 
-export const snapshotVersion = 1;
+export const snapshotVersion = 2;
+const limitKeys: ReadonlyArray<keyof StateLimits> = [
+  'sessions', 'locks', 'locksPerSession', 'waitersPerLock', 'files', 'fileBytes', 'totalFileBytes',
+];
 
 /** A snapshot that cannot be restored: not JSON, an unknown version, or not a valid state. */
 export class SnapshotError extends Error {
@@ -97,12 +104,13 @@ interface DeadlineV1 {
   serial: number;
 }
 
-interface SnapshotV1 {
-  v: 1;
+interface SnapshotV2 {
+  v: 2;
   now: number;
   appliedIndex: number;
   lastToken: number;
   seq: number;
+  limits: StateLimits;
   sessions: SessionV1[];
   locks: LockV1[];
   files: FileV1[];
@@ -112,12 +120,15 @@ interface SnapshotV1 {
 // ---- encode ----
 
 export function encodeSnapshot(state: LockState): string {
-  const snapshot: SnapshotV1 = {
-    v: snapshotVersion,
+  const limits = {} as StateLimits;
+  for (const key of limitKeys) limits[key] = state.limits[key];
+  const snapshot: SnapshotV2 = {
+    v: 2,
     now: state.now,
     appliedIndex: state.appliedIndex,
     lastToken: state.lastToken,
     seq: state.seq,
+    limits,
     sessions: [...state.sessions].map(([client, session]) => encodeSession(client, session)),
     locks: [...state.locks].map(([name, lock]) => encodeLock(name, lock)),
     files: [...state.files].map(([name, file]) => encodeFile(name, file)),
@@ -186,10 +197,11 @@ export function decodeSnapshot(text: string): LockState {
   }
   if (!isObject(parsed)) throw new SnapshotError(`snapshot: expected an object, got ${typeName(parsed)}`);
   if (!('v' in parsed)) throw new SnapshotError('snapshot: missing the version field v');
-  if (parsed['v'] !== snapshotVersion) {
-    throw new SnapshotError(`snapshot: unknown version ${JSON.stringify(parsed['v']) ?? typeName(parsed['v'])} (this build reads version ${snapshotVersion})`);
+  const version = parsed['v'];
+  if (version !== 1 && version !== 2) {
+    throw new SnapshotError(`snapshot: unknown version ${JSON.stringify(version) ?? typeName(version)} (this build reads versions 1 and ${snapshotVersion})`);
   }
-  const state = decodeV1(parsed);
+  const state = decodeState(parsed, version);
   try {
     checkInvariants(state);
   } catch (error) {
@@ -198,8 +210,10 @@ export function decodeSnapshot(text: string): LockState {
   return state;
 }
 
-function decodeV1(value: Record<string, unknown>): LockState {
-  const top = new Fields(value, 'snapshot', ['v', 'now', 'appliedIndex', 'lastToken', 'seq', 'sessions', 'locks', 'files', 'deadlines']);
+function decodeState(value: Record<string, unknown>, version: 1 | 2): LockState {
+  const keys = ['v', 'now', 'appliedIndex', 'lastToken', 'seq', 'sessions', 'locks', 'files', 'deadlines'];
+  if (version === 2) keys.push('limits');
+  const top = new Fields(value, 'snapshot', keys);
   const seq = top.count('seq');
   const state: LockState = {
     now: top.time('now'),
@@ -209,7 +223,9 @@ function decodeV1(value: Record<string, unknown>): LockState {
     sessions: new Map(),
     locks: new Map(),
     files: new Map(),
+    fileBytes: 0,
     deadlines: new DeadlineHeap(),
+    limits: version === 2 ? decodeLimits(top.object('limits')) : { ...defaultStateLimits },
   };
   top.list('sessions').forEach((item, i) => {
     const session = decodeSession(item, `snapshot.sessions[${i}]`, seq);
@@ -226,10 +242,19 @@ function decodeV1(value: Record<string, unknown>): LockState {
     const fields = new Fields(item, path, ['name', 'data', 'sizeBytes']);
     const name = fields.string('name');
     if (state.files.has(name)) throw new SnapshotError(`${path}: a second file named ${JSON.stringify(name)}`);
-    state.files.set(name, { chunks: [fields.string('data')], sizeBytes: fields.count('sizeBytes') });
+    const file = { chunks: [fields.string('data')], sizeBytes: fields.count('sizeBytes') };
+    state.files.set(name, file);
+    state.fileBytes += file.sizeBytes;
   });
   decodeDeadlines(top.list('deadlines'), state);
   return state;
+}
+
+function decodeLimits(value: unknown): StateLimits {
+  const fields = new Fields(value, 'snapshot.limits', limitKeys);
+  const limits = {} as StateLimits;
+  for (const key of limitKeys) limits[key] = fields.count(key);
+  return limits;
 }
 
 function decodeSession(value: unknown, path: string, seq: number): Session {
@@ -403,6 +428,11 @@ class Fields {
   counter(key: string, seq: number): number {
     const value = this.count(key);
     return value <= seq ? value : this.fail(key, `a counter value <= seq ${seq}`);
+  }
+
+  object(key: string): Record<string, unknown> {
+    const value = this.value[key];
+    return isObject(value) ? value : this.fail(key, 'an object');
   }
 
   list(key: string): unknown[] {

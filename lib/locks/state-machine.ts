@@ -82,6 +82,9 @@ function applyCommand(state: LockState, command: Command, effects: Effect[]): An
     }
     case 'tick':
       return null;
+    case 'limits':
+      state.limits = { ...command.limits };
+      return null;
     default:
       return unreachable(command);
   }
@@ -99,6 +102,7 @@ function applyHello(state: LockState, command: HelloCommand): Answer {
     session.conn = command.conn;
   }
   if (session === undefined) {
+    if (state.sessions.size >= state.limits.sessions) return sessionsFull(state);
     session = {
       client: command.client,
       serial: ++state.seq,
@@ -124,6 +128,10 @@ function applyHello(state: LockState, command: HelloCommand): Answer {
   session.lastContactAt = state.now;
   scheduleSession(state, session);
   return okAnswer({ client_id: session.client, ttl_ms: session.ttlMs, resume_token: session.resume });
+}
+
+function sessionsFull(state: LockState): Answer {
+  return errorAnswer('limit_exceeded', `the cluster has ${state.sessions.size} sessions, its limit`);
 }
 
 /** When the session ends if nothing more is heard from it. */
@@ -199,6 +207,8 @@ function applyDedup(state: LockState, command: DedupCommand, effects: Effect[]):
     if (command.type === 'release' || command.type === 'append') {
       return errorAnswer('not_owner', `the session of ${command.client} ended; it holds no lock`);
     }
+    // Its implicit hello found no room for one more session.
+    if (state.sessions.size >= state.limits.sessions) return sessionsFull(state);
     return errorAnswer('unavailable', `session of ${command.client} ended; send the request again to open a new one`);
   }
   if (session.conn !== command.conn) return mismatch(command.client);
@@ -219,7 +229,10 @@ function applyDedup(state: LockState, command: DedupCommand, effects: Effect[]):
     }
   }
   const answer = applyRequest(state, session, command, effects);
-  if (req !== undefined) remember(session, req, fingerprint(command), answer);
+  // A request refused by a bound changed nothing: like one refused before it was applied, it
+  // may be re-sent with the same request_id once there is room (PROTOCOL §4 Retries).
+  const refusedByBound = answer !== null && !answer.ok && answer.error.code === 'limit_exceeded';
+  if (req !== undefined && !refusedByBound) remember(session, req, fingerprint(command), answer);
   return answer;
 }
 
@@ -255,13 +268,26 @@ function applyPreempt(state: LockState, session: Session, command: PreemptComman
     if (lock.owner === session.client) return grantAnswer(lock);
     return errorAnswer('lock_held', `${command.lock} is held by ${lock.owner}`, lock.owner);
   }
-  return grantAnswer(grant(state, command.lock, session, command.leaseMs));
+  return newLockRefused(state, session, lock !== undefined) ?? grantAnswer(grant(state, command.lock, session, command.leaseMs));
+}
+
+/** A session taking or queueing for one more lock, past a bound; null when there is room. */
+function newLockRefused(state: LockState, session: Session, lockInUse: boolean): Answer | null {
+  const limits = state.limits;
+  const mine = session.locks.size + session.waits.size;
+  if (mine >= limits.locksPerSession) {
+    return errorAnswer('limit_exceeded', `${session.client} holds or waits for ${mine} locks, the limit per session`);
+  }
+  if (!lockInUse && state.locks.size >= limits.locks) {
+    return errorAnswer('limit_exceeded', `the cluster has ${state.locks.size} locks in use, its limit`);
+  }
+  return null;
 }
 
 function applyAcquire(state: LockState, session: Session, command: AcquireCommand): Answer | null {
   const lock = state.locks.get(command.lock);
   if (lock === undefined || lock.owner === null) {
-    return grantAnswer(grant(state, command.lock, session, command.leaseMs));
+    return newLockRefused(state, session, lock !== undefined) ?? grantAnswer(grant(state, command.lock, session, command.leaseMs));
   }
   if (lock.owner === session.client) return grantAnswer(lock);
   const queued = lock.waiters.get(session.client);
@@ -271,6 +297,11 @@ function applyAcquire(state: LockState, session: Session, command: AcquireComman
     return null;
   }
   if (command.timeoutMs === 0) return errorAnswer('timeout', `${command.lock} is held by ${lock.owner}`);
+  if (lock.waiters.length >= state.limits.waitersPerLock) {
+    return errorAnswer('limit_exceeded', `${command.lock} has ${lock.waiters.length} waiters, the limit per lock`);
+  }
+  const refused = newLockRefused(state, session, true);
+  if (refused !== null) return refused;
   const waiter: Waiter = {
     client: session.client,
     seq: ++state.seq,
@@ -314,17 +345,29 @@ function applyAppend(state: LockState, command: AppendCommand): Answer {
   if (command.token !== lock.token) {
     return errorAnswer('not_owner', `token ${command.token} was never granted for ${command.lock}`);
   }
-  let file = state.files.get(command.file);
-  if (file === undefined) {
-    file = { chunks: [], sizeBytes: 0 };
-    state.files.set(command.file, file);
-  }
   // Each append stands alone: a lone surrogate (JSON allows "\ud83d") becomes U+FFFD, as it does
   // when written to disk, so two halves of a pair sent in two appends never fuse into one
   // character and `size` always equals the bytes a read returns.
   const data = (command.data as string & { toWellFormed(): string }).toWellFormed();
+  const bytes = utf8ByteLength(data);
+  const limits = state.limits;
+  let file = state.files.get(command.file);
+  if (file === undefined && state.files.size >= limits.files) {
+    return errorAnswer('limit_exceeded', `the cluster has ${state.files.size} files, its limit`);
+  }
+  if ((file?.sizeBytes ?? 0) + bytes > limits.fileBytes) {
+    return errorAnswer('limit_exceeded', `${command.file} would grow past ${limits.fileBytes} bytes, the limit per file`);
+  }
+  if (state.fileBytes + bytes > limits.totalFileBytes) {
+    return errorAnswer('limit_exceeded', `the files would grow past ${limits.totalFileBytes} bytes, the limit for all files`);
+  }
+  if (file === undefined) {
+    file = { chunks: [], sizeBytes: 0 };
+    state.files.set(command.file, file);
+  }
   file.chunks.push(data);
-  file.sizeBytes += utf8ByteLength(data);
+  file.sizeBytes += bytes;
+  state.fileBytes += bytes;
   return okAnswer({ file: command.file, size: file.sizeBytes });
 }
 

@@ -1,5 +1,6 @@
 // The replicated state: sessions, locks, guarded files and deadlines. Every replica that
 // applies the same log holds the same state (DESIGN §1). Only state-machine.ts changes it.
+import { defaultStateLimits, type StateLimits } from '../core/limits';
 import type { Answer } from '../protocol/answers';
 import type { ConnId } from './commands';
 import { DeadlineHeap } from './deadline-heap';
@@ -62,7 +63,11 @@ export interface LockState {
   sessions: Map<string, Session>;
   locks: Map<string, LockEntry>;
   files: Map<string, GuardedFile>;
+  /** Bytes of all files together (bounded by limits.totalFileBytes). */
+  fileBytes: number;
   deadlines: DeadlineHeap;
+  /** The bounds in force (see StateLimits). */
+  limits: StateLimits;
 }
 
 export function createLockState(): LockState {
@@ -74,7 +79,9 @@ export function createLockState(): LockState {
     sessions: new Map(),
     locks: new Map(),
     files: new Map(),
+    fileBytes: 0,
     deadlines: new DeadlineHeap(),
+    limits: { ...defaultStateLimits },
   };
 }
 

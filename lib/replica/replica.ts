@@ -24,6 +24,7 @@ import { Raft, type Ready } from '../raft/raft';
 import type { Entry, Snapshot } from '../raft/messages';
 import type { Prng } from '../core/prng';
 import { sameSecret } from '../core/secrets';
+import { defaultStateLimits, type StateLimits } from '../core/limits';
 import type { ClientConnection, StatusInfo } from '../io/front-door';
 import { isReplicaMessage, type PeerMessage, type ReplicaMessage } from './peer-messages';
 
@@ -56,6 +57,8 @@ export interface ReplicaConfig {
   /** With a token, a connection is served only after it presented it (PROTOCOL §1
    *  `--auth-token-file`): as `hello.auth`, or as a bearer token its transport carried. */
   authToken?: string | null;
+  /** The bounds this node commits when it becomes leader (default: defaultStateLimits). */
+  limits?: StateLimits;
 }
 
 interface ConnState {
@@ -475,6 +478,12 @@ export class Replica {
       this.monoBase = now;
       this.lastStampedAt = this.timeBase;
       this.tickInFlightSince = null;
+      // The bounds are replicated state: ours take effect once committed, the same on every
+      // replica. Members should be configured alike; the latest leader's values win.
+      const limits = this.config.limits ?? defaultStateLimits;
+      if (!sameLimits(limits, this.limitsInLog())) {
+        this.leaderBatch.push({ type: 'limits', at: 0, limits: { ...limits }, origin: `${this.prefix}limits` });
+      }
     }
     if (!leading && this.wasLeader) {
       // What we were going to propose goes to the new leader instead, once known.
@@ -486,6 +495,16 @@ export class Replica {
       }
     }
     this.wasLeader = leading;
+  }
+
+  /** The bounds in force once everything in the log is applied. */
+  private limitsInLog(): StateLimits {
+    const log = this.raft.log;
+    for (let i = log.lastIndex; i > log.snapshotIndex && i > this.state.appliedIndex; i--) {
+      const data = log.entry(i)?.data;
+      if (data?.type === 'limits') return data.limits;
+    }
+    return this.state.limits;
   }
 
   private lastLogTime(): number {
@@ -788,4 +807,8 @@ export type { ConnState };
 
 function opt<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {
   return (value === undefined ? {} : { [key]: value }) as { [P in K]?: V };
+}
+
+function sameLimits(a: StateLimits, b: StateLimits): boolean {
+  return (Object.keys(a) as Array<keyof StateLimits>).every((key) => a[key] === b[key]);
 }

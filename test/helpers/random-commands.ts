@@ -149,5 +149,7 @@ export function dump(state: LockState): unknown {
     locks: [...state.locks].map(([name, lock]) => [name, { ...lock, waiters: lock.waiters.toArray() }]),
     files: [...state.files].map(([name, file]) => [name, { data: file.chunks.join(''), sizeBytes: file.sizeBytes }]),
     deadlines: [...state.deadlines.entries()],
+    fileBytes: state.fileBytes,
+    limits: { ...state.limits },
   };
 }

@@ -17,6 +17,7 @@ const fixedStatus: StatusInfo = {
 };
 
 class FakeHandle implements ConnectionHandle {
+  readonly bound = false;
   readonly requests: Request[] = [];
   closes = 0;
   constructor(readonly connection: ClientConnection) {}

@@ -84,10 +84,25 @@ function busyLog(): Log {
 
 describe('locks/snapshot', () => {
   describe('round trip', () => {
-    it('encodes the empty state as a version-1 document and decodes it back', () => {
+    it('encodes the empty state as a version-2 document and decodes it back', () => {
       const text = encodeSnapshot(createLockState());
-      expect(text).to.equal('{"v":1,"now":0,"appliedIndex":0,"lastToken":0,"seq":0,"sessions":[],"locks":[],"files":[],"deadlines":[]}');
+      expect(text).to.equal('{"v":2,"now":0,"appliedIndex":0,"lastToken":0,"seq":0,'
+        + '"limits":{"sessions":100000,"locks":1000000,"locksPerSession":100000,"waitersPerLock":10000,"files":100000,'
+        + '"fileBytes":16777216,"totalFileBytes":268435456},"sessions":[],"locks":[],"files":[],"deadlines":[]}');
       expect(dump(decodeSnapshot(text))).to.deep.equal(dump(createLockState()));
+    });
+
+    it('reads a version-1 document (no limits) with the default limits', () => {
+      const text = '{"v":1,"now":0,"appliedIndex":0,"lastToken":0,"seq":0,"sessions":[],"locks":[],"files":[],"deadlines":[]}';
+      expect(dump(decodeSnapshot(text))).to.deep.equal(dump(createLockState()));
+    });
+
+    it('keeps limits that differ from the defaults, and the total file bytes', () => {
+      const log = busyLog();
+      log.state.limits = { ...log.state.limits, sessions: 7, fileBytes: 99 };
+      const copy = decodeSnapshot(encodeSnapshot(log.state));
+      expect(copy.limits).to.deep.equal(log.state.limits);
+      expect(copy.fileBytes).to.equal(log.state.fileBytes).and.to.be.above(0);
     });
 
     it('keeps every part of a busy state', () => {
@@ -287,10 +302,11 @@ describe('locks/snapshot', () => {
     });
 
     it('refuses an unknown or missing version', () => {
-      for (const v of [2, 0, '1', null, 1.5, true]) refuses({ ...parsed(), v }, /unknown version/);
+      for (const v of [3, 0, '1', null, 1.5, true]) refuses({ ...parsed(), v }, /unknown version/);
       const { v: _v, ...unversioned } = parsed();
       refuses(unversioned, /missing the version field/);
-      refuses({ v: 2 }, /unknown version 2 \(this build reads version 1\)/);
+      refuses({ v: 3 }, /unknown version 3 \(this build reads versions 1 and 2\)/);
+      refuses({ ...parsed(), v: 1 }, /snapshot: unknown field "limits"/);
     });
 
     it('refuses text that is not a JSON object', () => {
@@ -305,6 +321,7 @@ describe('locks/snapshot', () => {
     it('refuses a missing field, in every object of the snapshot', () => {
       const objects: [string, (s: Record<string, any>) => Record<string, unknown>][] = [ // eslint-disable-line @typescript-eslint/no-explicit-any
         ['snapshot', (s) => s],
+        ['snapshot.limits', (s) => s['limits']],
         ['snapshot.sessions[1]', (s) => s['sessions'][1]],
         ['snapshot.locks[0]', (s) => s['locks'][0]],
         ['snapshot.locks[0].waiters[1]', (s) => s['locks'][0]['waiters'][1]],

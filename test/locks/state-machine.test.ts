@@ -3,7 +3,7 @@
 // apply goes through Log.run, which checks the state invariants right after it.
 import { expect } from 'chai';
 import { AssertionError } from '../../lib/core/assert';
-import { requestResultsPerSessionMax } from '../../lib/core/limits';
+import { defaultStateLimits, requestResultsPerSessionMax, type StateLimits } from '../../lib/core/limits';
 import { Prng } from '../../lib/core/prng';
 import type { Command, ConnId, HelloCommand } from '../../lib/locks/commands';
 import { checkInvariants } from '../../lib/locks/invariants';
@@ -810,6 +810,94 @@ describe('locks/state-machine', () => {
       const data = okOf(readFile(state, 'f'))['data'] as string;
       expect(second.answer).to.deep.equal({ ok: true, file: 'f', size: Buffer.byteLength(data) });
       checkInvariants(state);
+    });
+  });
+
+  describe('limits (issue 5: bounds on everything)', () => {
+    function limited(limits: Partial<StateLimits>, ...clients: string[]): Log {
+      const log = new Log();
+      log.run({ type: 'limits', at: 0, limits: { ...defaultStateLimits, ...limits } });
+      for (const client of clients) log.hello(client);
+      return log;
+    }
+
+    function refusedBy(result: ApplyResult, pattern: RegExp): void {
+      expect(codeOf(result.answer)).to.equal('limit_exceeded');
+      expect(errorOf(result.answer).message).to.match(pattern);
+    }
+
+    it('a limits entry sets the bounds every replica applies, and leaves what exists alone', () => {
+      const log = withSessions('a', 'b', 'c');
+      log.run({ type: 'limits', at: 0, limits: { ...defaultStateLimits, sessions: 2 } });
+      expect(log.state.limits.sessions).to.equal(2);
+      expect(log.state.sessions.size).to.equal(3);
+      refusedBy(log.hello('d'), /3 sessions, its limit/);
+      expect(okOf(log.preempt('a', 'L').answer).token).to.equal(1);
+    });
+
+    it('sessions: a new session past the bound is refused, explicit or implicit; room frees on bye', () => {
+      const log = limited({ sessions: 2 }, 'a', 'b');
+      refusedBy(log.hello('c'), /2 sessions/);
+      refusedBy(log.hello('c', { implicit: true }), /2 sessions/);
+      refusedBy(log.preempt('c', 'L'), /2 sessions/);
+      expect(log.state.sessions.has('c')).to.equal(false);
+      expect(okOf(log.hello('a').answer).client_id).to.equal('a'); // an existing session is not new
+      log.bye('b');
+      expect(okOf(log.hello('c').answer).client_id).to.equal('c');
+    });
+
+    it('locks per session: holds and waits both count; a release makes room', () => {
+      const log = limited({ locksPerSession: 2 }, 'a', 'b');
+      log.preempt('b', 'W');
+      log.preempt('a', 'L1');
+      expect(log.acquire('a', 'W').answer).to.equal(null); // queued: the second lock of a
+      refusedBy(log.preempt('a', 'L3'), /a holds or waits for 2 locks/);
+      refusedBy(log.acquire('a', 'L3'), /2 locks/);
+      expect(okOf(log.preempt('a', 'L1').answer).token).to.equal(2); // re-taking one it holds is fine
+      log.release('a', 'L1');
+      expect(okOf(log.preempt('a', 'L3').answer).owner).to.equal('a');
+    });
+
+    it('locks in the cluster: a new lock past the bound is refused, queueing on one in use is not', () => {
+      const log = limited({ locks: 2 }, 'a', 'b', 'c');
+      log.preempt('a', 'L1');
+      log.preempt('b', 'L2');
+      refusedBy(log.preempt('c', 'L3'), /2 locks in use/);
+      expect(log.acquire('c', 'L1').answer).to.equal(null);
+      expect(held(log, 'L1').waiters).to.equal(1);
+    });
+
+    it('waiters per lock: one more acquire is refused, and the queue still hands over in order', () => {
+      const log = limited({ waitersPerLock: 1 }, 'a', 'b', 'c');
+      log.preempt('a', 'L');
+      expect(log.acquire('b', 'L').answer).to.equal(null);
+      refusedBy(log.acquire('c', 'L'), /L has 1 waiters, the limit per lock/);
+      const effects = log.release('a', 'L').effects;
+      expect(effects.map((e) => e.kind === 'granted' && e.client)).to.deep.equal(['b']);
+      expect(log.acquire('c', 'L').answer).to.equal(null);
+    });
+
+    it('files: count, bytes per file and bytes in all, counted in UTF-8 after the append', () => {
+      const log = limited({ files: 2, fileBytes: 10, totalFileBytes: 15 }, 'a');
+      const t = tokenOf(log.preempt('a', 'L').answer);
+      const append = (file: string, data: string): ApplyResult => log.append('a', 'L', t, file, data);
+      expect(okOf(append('f', '12345678é').answer).size).to.equal(10);
+      refusedBy(append('f', 'x'), /f would grow past 10 bytes/);
+      expect(okOf(append('g', '1234').answer).size).to.equal(4);
+      refusedBy(append('h', ''), /2 files, its limit/);
+      refusedBy(append('g', '12'), /past 15 bytes, the limit for all files/);
+      expect(okOf(append('g', '1').answer).size).to.equal(5);
+      expect(log.state.fileBytes).to.equal(15);
+      expect(readFile(log.state, 'f')).to.deep.include({ data: '12345678é' });
+    });
+
+    it('a refusal by a bound is not remembered: the same request_id succeeds once there is room', () => {
+      const log = limited({ locksPerSession: 1 }, 'a');
+      log.preempt('a', 'L1');
+      refusedBy(log.preempt('a', 'L2', { req: 'r1' }), /1 locks/);
+      log.release('a', 'L1');
+      expect(okOf(log.preempt('a', 'L2', { req: 'r1' }).answer).owner).to.equal('a');
+      expect(okOf(log.preempt('a', 'L2', { req: 'r1' }).answer).token).to.equal(2);
     });
   });
 
