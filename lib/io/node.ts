@@ -22,7 +22,7 @@ import { writeFileAtomic } from './atomic-file';
 import { startClientListener, type ClientListener } from './client-listener';
 import { DiskLog, type FsyncMode, type LogEntry } from './disk-log';
 import { FileStore } from './file-store';
-import type { ClientConnection, ConnectionHandle, PushEvent, RequestSink, StatusInfo } from './front-door';
+import { isConnectionless, type ClientConnection, type ConnectionHandle, type ConnectionKind, type PushEvent, type RequestSink, type StatusInfo } from './front-door';
 import { readHardState, writeHardState } from './hard-state';
 import { startHttpListener } from './http-listener';
 import type { Logger } from './logger';
@@ -186,7 +186,8 @@ export class LatchkeyNode implements RequestSink {
   open(connection: ClientConnection): ConnectionHandle {
     const counted = new CountingConnection(connection, this.metrics);
     const cs: ConnState = this.replica.open(counted);
-    if (connection.kind === 'tcp') this.metrics.addConnections(1);
+    const counts = !isConnectionless(connection.kind);
+    if (counts) this.metrics.addConnections(1);
     let closed = false;
     return {
       request: (request: Request) => {
@@ -201,7 +202,7 @@ export class LatchkeyNode implements RequestSink {
       close: () => {
         if (closed) return;
         closed = true;
-        if (connection.kind === 'tcp') this.metrics.addConnections(-1);
+        if (counts) this.metrics.addConnections(-1);
         if (!this.stopped) this.replica.close(cs, performance.now());
         this.schedule();
       },
@@ -373,8 +374,12 @@ class CountingConnection implements ClientConnection {
 
   constructor(private readonly inner: ClientConnection, private readonly metrics: Metrics) {}
 
-  get kind(): 'tcp' | 'http' {
+  get kind(): ConnectionKind {
     return this.inner.kind;
+  }
+
+  get bearer(): string | undefined {
+    return this.inner.bearer;
   }
 
   started(request: Request): void {

@@ -23,7 +23,7 @@ import { decodeSnapshot, encodeSnapshot } from '../locks/snapshot';
 import { Raft, type Ready } from '../raft/raft';
 import type { Entry, Snapshot } from '../raft/messages';
 import type { Prng } from '../core/prng';
-import type { ClientConnection, StatusInfo } from '../io/front-door';
+import { isConnectionless, type ClientConnection, type StatusInfo } from '../io/front-door';
 import { isReplicaMessage, type PeerMessage, type ReplicaMessage } from './peer-messages';
 
 export interface ReplicaConfig {
@@ -201,7 +201,7 @@ export class Replica {
   // ---- connections ----
 
   open(conn: ClientConnection): ConnState {
-    const key = conn.kind === 'http' ? null : `${this.config.nodeId}/${this.config.bootId}/${++this.connSeq}`;
+    const key = isConnectionless(conn.kind) ? null : `${this.config.nodeId}/${this.config.bootId}/${++this.connSeq}`;
     const cs: ConnState = { conn, key, clientId: undefined, helloPending: false, byeSent: false, closed: false };
     if (key !== null) this.connsByKey.set(key, cs);
     return cs;
