@@ -23,6 +23,7 @@ import { startClientListener, type ClientListener } from './client-listener';
 import { DiskLog, type FsyncMode, type LogEntry } from './disk-log';
 import { FileStore } from './file-store';
 import { isConnectionless, type ClientConnection, type ConnectionHandle, type ConnectionKind, type PushEvent, type RequestSink, type StatusInfo } from './front-door';
+import { startGrpcListener, type GrpcListener, type GrpcTlsConfig } from './grpc-listener';
 import { readHardState, writeHardState } from './hard-state';
 import { startHttpListener } from './http-listener';
 import type { Logger } from './logger';
@@ -36,6 +37,9 @@ export interface NodeOptions {
   peers: Map<string, { host: string; port: number }>;
   dataDir: string;
   http?: { host: string; port: number };
+  grpc?: { host: string; port: number };
+  /** TLS for the gRPC front door (plaintext without it). */
+  grpcTls?: GrpcTlsConfig;
   fsync: FsyncMode;
   heartbeatMs: number;
   electionTimeoutMs: number;
@@ -55,6 +59,7 @@ export class LatchkeyNode implements RequestSink {
   private transport!: PeerTransport;
   private listener: ClientListener | undefined;
   private http: { address: { host: string; port: number }; close(): Promise<void> } | undefined;
+  private grpc: GrpcListener | undefined;
   private timer: NodeJS.Timeout | undefined;
   private processScheduled = false;
   /** Resolves when every write started so far is done and handled. */
@@ -74,9 +79,9 @@ export class LatchkeyNode implements RequestSink {
     return !this.stopped && this.failed === undefined && this.replica.serving;
   }
 
-  /** Where the client port and the HTTP port listen (useful with port 0). */
-  get addresses(): { client: { host: string; port: number } | undefined; http: { host: string; port: number } | undefined } {
-    return { client: this.listener?.address, http: this.http?.address };
+  /** Where the client port and the HTTP and gRPC ports listen (useful with port 0). */
+  get addresses(): Record<'client' | 'http' | 'grpc', { host: string; port: number } | undefined> {
+    return { client: this.listener?.address, http: this.http?.address, grpc: this.grpc?.address };
   }
 
   private get snapshotPath(): string {
@@ -150,10 +155,16 @@ export class LatchkeyNode implements RequestSink {
     if (options.http !== undefined) {
       this.http = await startHttpListener({ host: options.http.host, port: options.http.port, sink: this, metrics: this.metrics, logger });
     }
+    if (options.grpc !== undefined) {
+      this.grpc = await startGrpcListener({
+        host: options.grpc.host, port: options.grpc.port, sink: this, metrics: this.metrics, logger,
+        ...(options.grpcTls === undefined ? {} : { tls: options.grpcTls }),
+      });
+    }
     const tickMs = Math.max(1, Math.min(10, Math.floor(options.heartbeatMs / 5)));
     this.timer = setInterval(() => this.onTimer(), tickMs);
     logger.info('node_started', {
-      node: options.id, listen: this.listener.address, http: this.http?.address,
+      node: options.id, listen: this.listener.address, http: this.http?.address, grpc: this.grpc?.address,
       snapshot_index: snapshot?.index ?? 0, log_entries: entries.length, term: hardState.term,
     });
   }
@@ -362,6 +373,7 @@ export class LatchkeyNode implements RequestSink {
     this.transport?.close();
     await this.listener?.close();
     await this.http?.close();
+    await this.grpc?.close();
     await this.files?.drain();
     await this.log?.close();
     this.options.logger.info('node_stopped', { node: this.options.id });
