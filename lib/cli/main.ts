@@ -4,10 +4,10 @@ import { runCluster, runServer, UsageError } from './server-cmd';
 const usage = `usage:
   node bin/main                              run every scenario in scenarios/
   node bin/main scenario NAME|FILE           run one scenario
-  node bin/main server --id ID --listen HOST:PORT --peers ID=HOST:PORT,... --data DIR [--http HOST:PORT]
+  node bin/main server --id ID --listen HOST:PORT --peers ID=HOST:PORT,... --data DIR [--http HOST:PORT] [--grpc HOST:PORT]
                        [--heartbeat-ms N] [--election-timeout-ms N] [--session-ttl-ms N]
                        [--fsync always|batch|never] [--log-level debug|info|warn|error]
-  node bin/main cluster [--nodes 3] [--base-port 7001] [--data DIR]
+  node bin/main cluster [--nodes 3] [--base-port 7001] [--data DIR] [--http-base-port N] [--grpc-base-port N]
   node bin/main client --server HOST:PORT[,HOST:PORT...] [LOCK READ|WRITE [VALUE] [HOLD_SECONDS]]
 `;
 

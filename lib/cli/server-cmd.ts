@@ -130,7 +130,7 @@ function commonOptions(values: FlagValues): Pick<NodeOptions, 'fsync' | 'heartbe
   if (fsync !== 'always' && fsync !== 'batch' && fsync !== 'never') throw new UsageError(`--fsync must be always, batch or never (got '${fsync}')`);
   const logLevel = (values['log-level'] as string | undefined) ?? 'info';
   if (!isLogLevel(logLevel)) throw new UsageError(`--log-level must be debug, info, warn, error or silent (got '${logLevel}')`);
-  for (const flag of ['grpc', 'cluster-secret-file', 'tls-cert', 'tls-key', 'tls-ca']) {
+  for (const flag of ['cluster-secret-file', 'tls-cert', 'tls-key', 'tls-ca']) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} is not supported by this build yet`);
   }
   const readPath = (values['read-path'] as string | undefined) ?? 'index';
@@ -160,6 +160,7 @@ export function parseServerArgs(argv: string[]): NodeOptions {
     peers,
     dataDir: path.resolve(values['data'] as string),
     ...(values['http'] === undefined ? {} : { http: parseHostPort('--http', values['http'] as string) }),
+    ...(values['grpc'] === undefined ? {} : { grpc: parseHostPort('--grpc', values['grpc'] as string) }),
     ...common,
     logger: createLogger(common.logLevel as never, { node: id }),
   };
@@ -193,7 +194,7 @@ export async function runServer(argv: string[]): Promise<number> {
 export async function runCluster(argv: string[]): Promise<number> {
   const { values } = parse(argv, {
     ...serverFlags, nodes: { type: 'string' }, 'base-port': { type: 'string' }, host: { type: 'string' },
-    'http-base-port': { type: 'string' },
+    'http-base-port': { type: 'string' }, 'grpc-base-port': { type: 'string' },
   });
   const nodes = positiveInt('--nodes', values['nodes'] as string | undefined, 3);
   const basePort = positiveInt('--base-port', values['base-port'] as string | undefined, 7001);
@@ -203,6 +204,8 @@ export async function runCluster(argv: string[]): Promise<number> {
   const common = commonOptions(values);
   const logger = createLogger(common.logLevel as never, {});
   const httpBase = values['http-base-port'] === undefined ? null : positiveInt('--http-base-port', values['http-base-port'] as string, 8001);
+  const grpcBase = values['grpc-base-port'] === undefined ? null : positiveInt('--grpc-base-port', values['grpc-base-port'] as string, 9001);
+  if (values['grpc'] !== undefined) throw new UsageError('--grpc names one node\'s port; cluster takes --grpc-base-port');
   // N nodes in this one process, each on its own port and data dir, talking over real sockets.
   const peers = new Map<string, HostPort>();
   for (let i = 1; i <= nodes; i++) peers.set(`n${i}`, { host, port: basePort + i - 1 });
@@ -215,13 +218,15 @@ export async function runCluster(argv: string[]): Promise<number> {
       peers,
       dataDir: path.join(dataDir, id),
       ...(httpBase === null ? {} : { http: { host, port: httpBase + index } }),
+      ...(grpcBase === null ? {} : { grpc: { host, port: grpcBase + index } }),
       ...common,
       logger: logger.child({ node: id }),
     });
     await node.start();
     started.push(node);
-    const { client, http } = node.addresses;
-    process.stdout.write(`${id} listening on ${client?.host}:${client?.port}${http ? ` (http ${http.host}:${http.port})` : ''}, data ${path.join(dataDir, id)}\n`);
+    const { client, http, grpc } = node.addresses;
+    const extra = [http ? `http ${http.host}:${http.port}` : '', grpc ? `grpc ${grpc.host}:${grpc.port}` : ''].filter((x) => x !== '');
+    process.stdout.write(`${id} listening on ${client?.host}:${client?.port}${extra.length > 0 ? ` (${extra.join(', ')})` : ''}, data ${path.join(dataDir, id)}\n`);
   }
   const servers = [...peers.values()].map((a) => `${a.host}:${a.port}`).join(',');
   process.stdout.write(`try: node bin/main client --server ${servers}\n`);

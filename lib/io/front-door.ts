@@ -1,4 +1,4 @@
-// What every front door (TCP NDJSON, HTTP, later gRPC) talks to. Front doors only translate
+// What every front door (TCP NDJSON, HTTP, gRPC) talks to. Front doors only translate
 // bytes to validated requests and answers back to bytes; the node owns the semantics.
 import type { Request, RequestId } from '../protocol/schemas';
 import type { Answer } from '../protocol/answers';
@@ -13,13 +13,22 @@ export interface PushEvent {
 }
 
 /**
- * One client connection as the node sees it. `kind: 'http'` connections are connectionless:
- * each HTTP request gets a fresh one, and sessions opened over HTTP live by `ttl_ms` alone.
+ * What a connection is. `tcp` and `grpc` (a gRPC Session stream) are real connections: a session
+ * opened on one belongs to it and ends when it closes (PROTOCOL §4). `http` and `grpc-call` (a
+ * unary gRPC call without a session stream) are connectionless: each exchange gets a fresh one,
+ * and sessions opened on them live by `ttl_ms` alone.
  */
+export type ConnectionKind = 'tcp' | 'http' | 'grpc' | 'grpc-call';
+
+export function isConnectionless(kind: ConnectionKind): boolean {
+  return kind === 'http' || kind === 'grpc-call';
+}
+
+/** One client connection as the node sees it. */
 export interface ClientConnection {
-  readonly kind: 'tcp' | 'http';
-  /** A bearer token the transport itself carried (HTTP `Authorization: Bearer`, gRPC metadata).
-   *  Raw TCP has none: its clients send `hello.auth`. */
+  readonly kind: ConnectionKind;
+  /** The bearer token the transport carried (HTTP `Authorization: Bearer X`, gRPC metadata
+   *  `authorization: Bearer X`), for the node to check; absent when none was sent. */
   readonly bearer?: string;
   /** Answer to the request that carried `id`. */
   answer(id: RequestId | null, answer: Answer): void;

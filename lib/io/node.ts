@@ -22,7 +22,8 @@ import { writeFileAtomic } from './atomic-file';
 import { startClientListener, type ClientListener } from './client-listener';
 import { DiskLog, type FsyncMode, type LogEntry } from './disk-log';
 import { FileStore } from './file-store';
-import type { ClientConnection, ConnectionHandle, PushEvent, RequestSink, StatusInfo } from './front-door';
+import { isConnectionless, type ClientConnection, type ConnectionHandle, type ConnectionKind, type PushEvent, type RequestSink, type StatusInfo } from './front-door';
+import { startGrpcListener, type GrpcListener, type GrpcTlsConfig } from './grpc-listener';
 import { readHardState, writeHardState } from './hard-state';
 import { startHttpListener } from './http-listener';
 import type { Logger } from './logger';
@@ -37,6 +38,9 @@ export interface NodeOptions {
   peers: Map<string, { host: string; port: number }>;
   dataDir: string;
   http?: { host: string; port: number };
+  grpc?: { host: string; port: number };
+  /** TLS for the gRPC front door (plaintext without it). */
+  grpcTls?: GrpcTlsConfig;
   fsync: FsyncMode;
   heartbeatMs: number;
   electionTimeoutMs: number;
@@ -62,6 +66,7 @@ export class LatchkeyNode implements RequestSink {
   private transport!: PeerTransport;
   private listener: ClientListener | undefined;
   private http: { address: { host: string; port: number }; close(): Promise<void> } | undefined;
+  private grpc: GrpcListener | undefined;
   private timer: NodeJS.Timeout | undefined;
   private processScheduled = false;
   /** Resolves when every write started so far is done and handled. */
@@ -81,9 +86,9 @@ export class LatchkeyNode implements RequestSink {
     return !this.stopped && this.failed === undefined && this.replica.serving;
   }
 
-  /** Where the client port and the HTTP port listen (useful with port 0). */
-  get addresses(): { client: { host: string; port: number } | undefined; http: { host: string; port: number } | undefined } {
-    return { client: this.listener?.address, http: this.http?.address };
+  /** Where the client port and the HTTP and gRPC ports listen (useful with port 0). */
+  get addresses(): Record<'client' | 'http' | 'grpc', { host: string; port: number } | undefined> {
+    return { client: this.listener?.address, http: this.http?.address, grpc: this.grpc?.address };
   }
 
   private get snapshotPath(): string {
@@ -163,10 +168,16 @@ export class LatchkeyNode implements RequestSink {
         host: options.http.host, port: options.http.port, sink: this, metrics: this.metrics, logger, limits: connectionLimits,
       });
     }
+    if (options.grpc !== undefined) {
+      this.grpc = await startGrpcListener({
+        host: options.grpc.host, port: options.grpc.port, sink: this, metrics: this.metrics, logger,
+        ...(options.grpcTls === undefined ? {} : { tls: options.grpcTls }),
+      });
+    }
     const tickMs = Math.max(1, Math.min(10, Math.floor(options.heartbeatMs / 5)));
     this.timer = setInterval(() => this.onTimer(), tickMs);
     logger.info('node_started', {
-      node: options.id, listen: this.listener.address, http: this.http?.address,
+      node: options.id, listen: this.listener.address, http: this.http?.address, grpc: this.grpc?.address,
       snapshot_index: snapshot?.index ?? 0, log_entries: entries.length, term: hardState.term,
     });
   }
@@ -199,7 +210,8 @@ export class LatchkeyNode implements RequestSink {
   open(connection: ClientConnection): ConnectionHandle {
     const counted = new CountingConnection(connection, this.metrics);
     const cs: ConnState = this.replica.open(counted);
-    if (connection.kind === 'tcp') this.metrics.addConnections(1);
+    const counts = !isConnectionless(connection.kind);
+    if (counts) this.metrics.addConnections(1);
     let closed = false;
     return {
       get bound() {
@@ -217,7 +229,7 @@ export class LatchkeyNode implements RequestSink {
       close: () => {
         if (closed) return;
         closed = true;
-        if (connection.kind === 'tcp') this.metrics.addConnections(-1);
+        if (counts) this.metrics.addConnections(-1);
         if (!this.stopped) this.replica.close(cs, performance.now());
         this.schedule();
       },
@@ -381,6 +393,7 @@ export class LatchkeyNode implements RequestSink {
     this.transport?.close();
     await this.listener?.close();
     await this.http?.close();
+    await this.grpc?.close();
     await this.files?.drain();
     await this.log?.close();
     this.options.logger.info('node_stopped', { node: this.options.id });
@@ -393,7 +406,7 @@ class CountingConnection implements ClientConnection {
 
   constructor(private readonly inner: ClientConnection, private readonly metrics: Metrics) {}
 
-  get kind(): 'tcp' | 'http' {
+  get kind(): ConnectionKind {
     return this.inner.kind;
   }
 

@@ -25,7 +25,7 @@ import type { Entry, Snapshot } from '../raft/messages';
 import type { Prng } from '../core/prng';
 import { sameSecret } from '../core/secrets';
 import { defaultStateLimits, type StateLimits } from '../core/limits';
-import type { ClientConnection, StatusInfo } from '../io/front-door';
+import { isConnectionless, type ClientConnection, type StatusInfo } from '../io/front-door';
 import { isReplicaMessage, type PeerMessage, type ReplicaMessage } from './peer-messages';
 
 export interface ReplicaConfig {
@@ -211,7 +211,7 @@ export class Replica {
   // ---- connections ----
 
   open(conn: ClientConnection): ConnState {
-    const key = conn.kind === 'http' ? null : `${this.config.nodeId}/${this.config.bootId}/${++this.connSeq}`;
+    const key = isConnectionless(conn.kind) ? null : `${this.config.nodeId}/${this.config.bootId}/${++this.connSeq}`;
     const cs: ConnState = {
       conn, key, clientId: undefined, helloPending: false, byeSent: false, closed: false, authed: this.authorize(conn.bearer),
     };
