@@ -44,6 +44,8 @@ export interface NodeOptions {
   snapshotEveryEntries?: number;
   /** How linearizable reads are confirmed (see ReplicaConfig.readPath). */
   readPath?: 'index' | 'log';
+  /** Peers must prove they know it (`--cluster-secret-file`, peer-auth.ts). */
+  clusterSecret?: Buffer;
   logger: Logger;
 }
 
@@ -132,6 +134,7 @@ export class LatchkeyNode implements RequestSink {
       selfId: options.id,
       peers: options.peers,
       logger,
+      clusterSecret: options.clusterSecret,
       onMessage: (message: PeerMessage) => {
         if (this.stopped) return;
         this.replica.receive(message, performance.now());
@@ -155,6 +158,7 @@ export class LatchkeyNode implements RequestSink {
     logger.info('node_started', {
       node: options.id, listen: this.listener.address, http: this.http?.address,
       snapshot_index: snapshot?.index ?? 0, log_entries: entries.length, term: hardState.term,
+      peer_auth: options.clusterSecret !== undefined,
     });
   }
 
