@@ -2,6 +2,7 @@
 // parses and validates; the node decides everything else. Answers produced in one turn of the
 // event loop leave in one write per connection.
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import { frameBytesMax } from '../core/limits';
 import { errorAnswer, type Answer } from '../protocol/answers';
 import { LineSplitter } from '../protocol/ndjson';
@@ -9,6 +10,7 @@ import { validateRequest, type RequestId } from '../protocol/schemas';
 import type { ClientConnection, ConnectionHandle, PushEvent, RequestSink } from './front-door';
 import type { Logger } from './logger';
 import { peerHelloPrefix } from './peer-transport';
+import { listenerTlsOptions, type TlsMaterial } from './tls-options';
 
 const peerHello = Buffer.from(peerHelloPrefix, 'utf8');
 
@@ -23,6 +25,8 @@ export interface ClientListenerOptions {
   /** A connection that opened with a peer hello: the peer transport takes the socket over.
    *  Peer and client connections share the port but nothing else. */
   onPeer?: (socket: net.Socket, head: Buffer) => void;
+  /** Serve TLS: clients may come without a certificate, peers must show one of the CA. */
+  tls?: TlsMaterial;
 }
 
 export interface ClientListener {
@@ -73,7 +77,7 @@ class TcpConnection implements ClientConnection {
 export function startClientListener(options: ClientListenerOptions): Promise<ClientListener> {
   const { sink, logger } = options;
   const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
+  const onSocket = (socket: net.Socket): void => {
     sockets.add(socket);
     socket.setNoDelay(true);
     if (options.onPeer === undefined) {
@@ -89,6 +93,13 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
       socket.off('data', onFirst);
       if (head.subarray(0, peerHello.length).equals(peerHello)) {
         sockets.delete(socket);
+        if (options.tls !== undefined && !(socket as tls.TLSSocket).authorized) {
+          // Anyone may be a client; only a holder of a certificate of the cluster CA may be a peer.
+          const reason = (socket as tls.TLSSocket).authorizationError ?? 'no client certificate';
+          logger.warn('peer_refused', { reason: `TLS: ${String(reason)}`, remote: socket.remoteAddress });
+          socket.destroy();
+          return;
+        }
         options.onPeer?.(socket, head);
       } else {
         serveClient(socket, head);
@@ -97,7 +108,17 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
     socket.on('data', onFirst);
     socket.on('error', () => undefined);
     socket.once('close', () => sockets.delete(socket));
-  });
+  };
+  const server = options.tls === undefined ? net.createServer(onSocket) : tls.createServer(listenerTlsOptions(options.tls), onSocket);
+  // Connections still in their TLS handshake are not in `sockets` yet; close() cuts them too.
+  const rawSockets = new Set<net.Socket>();
+  if (options.tls !== undefined) {
+    server.on('connection', (raw: net.Socket) => {
+      rawSockets.add(raw);
+      raw.once('close', () => rawSockets.delete(raw));
+    });
+    server.on('tlsClientError', (err) => logger.debug('tls_client_error', { error: err.message }));
+  }
   const serveClient = (socket: net.Socket, head?: Buffer): void => {
     const connection = new TcpConnection(socket);
     const handle: ConnectionHandle = sink.open(connection);
@@ -151,6 +172,7 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
         connections: () => sockets.size,
         close: () => new Promise<void>((done) => {
           for (const socket of sockets) socket.destroy();
+          for (const raw of rawSockets) raw.destroy();
           server.close(() => done());
         }),
       });

@@ -28,6 +28,7 @@ import { startHttpListener } from './http-listener';
 import type { Logger } from './logger';
 import { Metrics } from './metrics';
 import { PeerTransport } from './peer-transport';
+import type { TlsMaterial } from './tls-options';
 
 export interface NodeOptions {
   id: string;
@@ -44,6 +45,8 @@ export interface NodeOptions {
   snapshotEveryEntries?: number;
   /** How linearizable reads are confirmed (see ReplicaConfig.readPath). */
   readPath?: 'index' | 'log';
+  /** TLS on the client port, the peer links and HTTP (`--tls-cert --tls-key --tls-ca`). */
+  tls?: TlsMaterial;
   /** Peers must prove they know it (`--cluster-secret-file`, peer-auth.ts). */
   clusterSecret?: Buffer;
   logger: Logger;
@@ -134,6 +137,7 @@ export class LatchkeyNode implements RequestSink {
       selfId: options.id,
       peers: options.peers,
       logger,
+      tls: options.tls,
       clusterSecret: options.clusterSecret,
       onMessage: (message: PeerMessage) => {
         if (this.stopped) return;
@@ -149,16 +153,19 @@ export class LatchkeyNode implements RequestSink {
       host: options.listen.host, port: options.listen.port, sink: this, logger,
       onBatch: () => this.schedule(),
       onPeer: (socket, head) => this.transport.adopt(socket, head),
+      tls: options.tls,
     });
     if (options.http !== undefined) {
-      this.http = await startHttpListener({ host: options.http.host, port: options.http.port, sink: this, metrics: this.metrics, logger });
+      this.http = await startHttpListener({
+        host: options.http.host, port: options.http.port, sink: this, metrics: this.metrics, logger, tls: options.tls,
+      });
     }
     const tickMs = Math.max(1, Math.min(10, Math.floor(options.heartbeatMs / 5)));
     this.timer = setInterval(() => this.onTimer(), tickMs);
     logger.info('node_started', {
       node: options.id, listen: this.listener.address, http: this.http?.address,
       snapshot_index: snapshot?.index ?? 0, log_entries: entries.length, term: hardState.term,
-      peer_auth: options.clusterSecret !== undefined,
+      tls: options.tls !== undefined, peer_auth: options.clusterSecret !== undefined,
     });
   }
 

@@ -1,4 +1,4 @@
-// Node-to-node messages over TCP. Each node dials every other node at the address
+// Node-to-node messages over TCP (or TLS). Each node dials every other node at the address
 // `--peers` gives for it and sends its messages on that outbound connection only; it receives on
 // the connections the others dialled. A peer connection shares the client port and announces
 // itself with a `peer_hello` first line (the client listener hands such sockets over here).
@@ -9,9 +9,11 @@
 // unreachable its messages are dropped: Raft re-sends what matters, and a bounded queue is
 // better than an unbounded one for a peer that may never come back.
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import type { Logger } from './logger';
 import type { PeerMessage } from '../replica/peer-messages';
 import { isNonce, newNonce, proof, proofMatches, type Handshake } from './peer-auth';
+import { peerDialTlsOptions, type TlsMaterial } from './tls-options';
 
 export const peerHelloPrefix = '{"type":"peer_hello"';
 /** Peer frames carry whole batches and snapshots; this bounds one line. */
@@ -30,6 +32,8 @@ export interface PeerTransportOptions {
   logger: Logger;
   /** With a secret, every peer connection must pass the challenge-response of peer-auth.ts. */
   clusterSecret?: Buffer;
+  /** With TLS material, outbound links are TLS, checked against its CA (tls-options.ts). */
+  tls?: TlsMaterial;
   /** How long a peer connection may stay unauthenticated before it is cut. Default 5000. */
   authTimeoutMs?: number;
 }
@@ -77,10 +81,14 @@ class OutboundPeer {
 
   private connect(): void {
     if (this.closed) return;
-    const socket = net.connect(this.address.port, this.address.host);
+    const { host, port } = this.address;
+    const material = this.options.tls;
+    const socket = material === undefined
+      ? net.connect(port, host)
+      : tls.connect({ ...peerDialTlsOptions(material), host, port });
     this.socket = socket;
     socket.setNoDelay(true);
-    socket.on('connect', () => this.hello(socket));
+    socket.on(material === undefined ? 'connect' : 'secureConnect', () => this.hello(socket));
     socket.on('error', (err) => this.options.logger.debug('peer_socket_error', { peer: this.peerId, error: err.message }));
     socket.on('close', () => {
       this.connected = false;
