@@ -1,7 +1,9 @@
 // `node bin/main server ...` and `node bin/main cluster ...` (PROTOCOL §1). Flags are checked in
 // one place with one precise message per bad flag (STYLE §6.10).
+import { readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { createSecureContext } from 'node:tls';
 import { parseArgs } from 'node:util';
 import type { FsyncMode } from '../io/disk-log';
 import { createLogger, isLogLevel, type Logger } from '../io/logger';
@@ -85,13 +87,50 @@ function commonOptions(values: Record<string, string | boolean | undefined>): Pi
   if (fsync !== 'always' && fsync !== 'batch' && fsync !== 'never') throw new UsageError(`--fsync must be always, batch or never (got '${fsync}')`);
   const logLevel = (values['log-level'] as string | undefined) ?? 'info';
   if (!isLogLevel(logLevel)) throw new UsageError(`--log-level must be debug, info, warn, error or silent (got '${logLevel}')`);
-  for (const flag of ['grpc', 'auth-token-file', 'cluster-secret-file', 'tls-cert', 'tls-key', 'tls-ca']) {
+  for (const flag of ['grpc', 'auth-token-file']) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} is not supported by this build yet`);
   }
   const readPath = (values['read-path'] as string | undefined) ?? 'index';
   if (readPath !== 'index' && readPath !== 'log') throw new UsageError(`--read-path must be index or log (got '${readPath}')`);
   const snapshotEveryEntries = positiveInt('--snapshot-every', values['snapshot-every'] as string | undefined, 20000);
   return { fsync: fsync as FsyncMode, heartbeatMs, electionTimeoutMs, sessionTtlMs, readPath, snapshotEveryEntries, logLevel };
+}
+
+/** `--tls-*` and `--cluster-secret-file`, shared by `server` and `cluster`. The files are read
+ *  now, so a missing or bad one stops the start-up with its flag named. */
+function securityOptions(values: FlagValues): Pick<NodeOptions, 'tls' | 'clusterSecret'> {
+  const tlsFlags = ['tls-cert', 'tls-key', 'tls-ca'] as const;
+  const given = tlsFlags.filter((flag) => values[flag] !== undefined);
+  if (given.length > 0 && given.length < tlsFlags.length) {
+    const missing = tlsFlags.filter((flag) => values[flag] === undefined).map((flag) => `--${flag}`);
+    throw new UsageError(`--tls-cert, --tls-key and --tls-ca go together: ${missing.join(' and ')} missing`);
+  }
+  const options: Pick<NodeOptions, 'tls' | 'clusterSecret'> = {};
+  if (given.length > 0) {
+    const [cert, key, ca] = tlsFlags.map((flag) => readFlagFile(flag, values[flag] as string));
+    try {
+      // Fails now, not at the first connection, on a malformed PEM or a key that is not the cert's.
+      createSecureContext({ cert, key, ca });
+    } catch (err) {
+      throw new UsageError(`--tls-cert/--tls-key/--tls-ca: ${(err as Error).message}`);
+    }
+    options.tls = { cert, key, ca };
+  }
+  if (values['cluster-secret-file'] !== undefined) {
+    const file = values['cluster-secret-file'] as string;
+    const secret = readFlagFile('cluster-secret-file', file).toString('utf8').trim();
+    if (secret === '') throw new UsageError(`--cluster-secret-file: ${file} is empty`);
+    options.clusterSecret = Buffer.from(secret, 'utf8');
+  }
+  return options;
+}
+
+function readFlagFile(flag: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new UsageError(`--${flag}: cannot read ${file}: ${(err as Error).message}`);
+  }
 }
 
 export function parseServerArgs(argv: string[]): NodeOptions {
@@ -110,6 +149,7 @@ export function parseServerArgs(argv: string[]): NodeOptions {
     dataDir: path.resolve(values['data'] as string),
     ...(values['http'] === undefined ? {} : { http: parseHostPort('--http', values['http'] as string) }),
     ...common,
+    ...securityOptions(values),
     logger: createLogger(common.logLevel as never, { node: id }),
   };
 }
@@ -150,6 +190,7 @@ export async function runCluster(argv: string[]): Promise<number> {
   const dataDir = path.resolve((values['data'] as string | undefined) ?? path.join(os.tmpdir(), `latchkey-cluster-${basePort}`));
   if (nodes > 7) throw new UsageError('--nodes is at most 7');
   const common = commonOptions(values);
+  const security = securityOptions(values);
   const logger = createLogger(common.logLevel as never, {});
   const httpBase = values['http-base-port'] === undefined ? null : positiveInt('--http-base-port', values['http-base-port'] as string, 8001);
   // N nodes in this one process, each on its own port and data dir, talking over real sockets.
@@ -165,6 +206,7 @@ export async function runCluster(argv: string[]): Promise<number> {
       dataDir: path.join(dataDir, id),
       ...(httpBase === null ? {} : { http: { host, port: httpBase + index } }),
       ...common,
+      ...security,
       logger: logger.child({ node: id }),
     });
     await node.start();

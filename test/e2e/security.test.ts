@@ -7,11 +7,14 @@ import https from 'node:https';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { PassThrough } from 'node:stream';
 import * as tls from 'node:tls';
 import { expect } from 'chai';
+import { runClient } from '../../lib/cli/client-cmd';
 import { LockClient } from '../../lib/index';
 import { newNonce } from '../../lib/io/peer-auth';
 import type { TlsMaterial } from '../../lib/io/tls-options';
+import { Capture } from '../helpers/capture';
 import { createTestCa, type PemPair, type TestCa } from '../helpers/certs';
 import { startInProcessCluster, type InProcessCluster } from '../helpers/in-process-cluster';
 import { sleep } from '../helpers/raw-client';
@@ -97,6 +100,22 @@ describe('e2e: security', function () {
       expect((await client.check('tls-lock')).owner).to.equal(client.clientId);
       await lock.release();
       expect((await client.check('tls-lock')).owner).to.equal(null);
+    });
+
+    it('the client command speaks TLS with --tls-ca', async () => {
+      const c = cluster as InProcessCluster;
+      await c.leader();
+      const stdout = new Capture();
+      const stderr = new Capture();
+      const stdin = new PassThrough();
+      stdin.end();
+      const servers = c.ids.map((id) => `127.0.0.1:${c.port(id)}`).join(',');
+      const code = await runClient(['--server', servers, '--tls-ca', ca.certPath, 'notes', 'WRITE', 'over tls'], {
+        stdin, stdout, stderr, env: {}, terminal: false,
+      });
+      expect(stderr.text).to.equal('');
+      expect(code).to.equal(0);
+      expect(stdout.text).to.include("WROTE 'over tls' to notes");
     });
 
     it('a client that does not trust the CA does not connect', async () => {
