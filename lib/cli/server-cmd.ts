@@ -215,6 +215,7 @@ export async function runCluster(argv: string[]): Promise<number> {
     process.stdout.write(`${id} listening on ${client?.host}:${client?.port}${http ? ` (http ${http.host}:${http.port})` : ''}, data ${path.join(dataDir, id)}\n`);
   }
   const servers = [...peers.values()].map((a) => `${a.host}:${a.port}`).join(',');
-  process.stdout.write(`try: node bin/main client --server ${servers}\n`);
+  const tlsCa = values['tls-ca'] === undefined ? '' : ` --tls-ca ${values['tls-ca'] as string}`;
+  process.stdout.write(`try: node bin/main client --server ${servers}${tlsCa}\n`);
   return runUntilSignal(started, logger);
 }
