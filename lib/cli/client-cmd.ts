@@ -21,12 +21,13 @@ export interface ClientIo {
   terminal: boolean;
 }
 
-const flagSpec = { server: 'string', 'auth-token-file': 'string', help: 'boolean' } as const;
+const flagSpec = { server: 'string', 'auth-token-file': 'string', 'tls-ca': 'string', help: 'boolean' } as const;
 
 const usage = `usage: node bin/main client --server HOST:PORT[,HOST:PORT...] [--auth-token-file F]
-         [LOCK READ|WRITE [VALUE] [HOLD_SECONDS]]
+         [--tls-ca F] [LOCK READ|WRITE [VALUE] [HOLD_SECONDS]]
   With no LOCK: an interactive shell (type help). The auth token may also come from
-  the environment variable LATCHKEY_AUTH_TOKEN.
+  the environment variable LATCHKEY_AUTH_TOKEN. With --tls-ca the client speaks TLS and
+  trusts the nodes' certificates signed by that CA (PEM file).
 `;
 
 const help = `commands:
@@ -86,19 +87,26 @@ async function prepare(argv: string[], io: ClientIo): Promise<{ client: LockClie
   }
   if (positionals.length > 0) checkOneShotArgs(positionals);
   const authToken = await readAuthToken(flags['auth-token-file'], io.env);
-  const client = new LockClient(authToken === undefined ? { servers } : { servers, authToken });
+  const ca = flags['tls-ca'] === undefined ? undefined : await readFlagFile('--tls-ca', flags['tls-ca']);
+  const client = new LockClient({
+    servers,
+    ...(authToken === undefined ? {} : { authToken }),
+    ...(ca === undefined ? {} : { tls: { ca } }),
+  });
   return { client, positionals };
+}
+
+async function readFlagFile(flag: string, file: string): Promise<Buffer> {
+  try {
+    return await fs.readFile(file);
+  } catch (err) {
+    throw new FlagError(flag, `${flag}: cannot read ${file}: ${(err as Error).message}`);
+  }
 }
 
 async function readAuthToken(file: string | undefined, env: NodeJS.ProcessEnv): Promise<string | undefined> {
   if (file !== undefined) {
-    let text: string;
-    try {
-      text = await fs.readFile(file, 'utf8');
-    } catch (err) {
-      throw new FlagError('--auth-token-file', `--auth-token-file: cannot read ${file}: ${(err as Error).message}`);
-    }
-    const token = text.trim();
+    const token = (await readFlagFile('--auth-token-file', file)).toString('utf8').trim();
     if (token === '') throw new FlagError('--auth-token-file', `--auth-token-file: ${file} is empty`);
     return token;
   }

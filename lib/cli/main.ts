@@ -7,6 +7,8 @@ const usage = `usage:
   node bin/main server --id ID --listen HOST:PORT --peers ID=HOST:PORT,... --data DIR [--http HOST:PORT] [--grpc HOST:PORT]
                        [--heartbeat-ms N] [--election-timeout-ms N] [--session-ttl-ms N]
                        [--fsync always|batch|never] [--log-level debug|info|warn|error]
+                       [--tls-cert F --tls-key F --tls-ca F] [--cluster-secret-file F] [--auth-token-file F]
+                       [--max-connections N] [--max-sessions N] ... (README "Limits")
   node bin/main cluster [--nodes 3] [--base-port 7001] [--data DIR] [--http-base-port N] [--grpc-base-port N]
   node bin/main client --server HOST:PORT[,HOST:PORT...] [LOCK READ|WRITE [VALUE] [HOLD_SECONDS]]
 `;

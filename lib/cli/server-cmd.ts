@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { createSecureContext } from 'node:tls';
 import { parseArgs } from 'node:util';
 import {
   defaultConnectionLimits, defaultStateLimits, type ConnectionLimits, type StateLimits,
@@ -74,13 +75,7 @@ function limitsFrom<T extends object>(values: FlagValues, flags: ReadonlyArray<[
 /** A secret kept in a file (never on the command line, where `ps` shows it). Surrounding
  *  whitespace is not part of it, so an editor's trailing newline does no harm. */
 export function readSecretFile(flag: string, file: string): string {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new UsageError(`${flag}: cannot read ${file}: ${(err as Error).message}`);
-  }
-  const secret = text.trim();
+  const secret = readFlagFile(flag.replace(/^--/, ''), file).toString('utf8').trim();
   if (secret === '') throw new UsageError(`${flag}: ${file} is empty`);
   if (/\s/.test(secret)) throw new UsageError(`${flag}: ${file} must hold one token with no whitespace inside`);
   return secret;
@@ -130,9 +125,6 @@ function commonOptions(values: FlagValues): Pick<NodeOptions, 'fsync' | 'heartbe
   if (fsync !== 'always' && fsync !== 'batch' && fsync !== 'never') throw new UsageError(`--fsync must be always, batch or never (got '${fsync}')`);
   const logLevel = (values['log-level'] as string | undefined) ?? 'info';
   if (!isLogLevel(logLevel)) throw new UsageError(`--log-level must be debug, info, warn, error or silent (got '${logLevel}')`);
-  for (const flag of ['cluster-secret-file', 'tls-cert', 'tls-key', 'tls-ca']) {
-    if (values[flag] !== undefined) throw new UsageError(`--${flag} is not supported by this build yet`);
-  }
   const readPath = (values['read-path'] as string | undefined) ?? 'index';
   if (readPath !== 'index' && readPath !== 'log') throw new UsageError(`--read-path must be index or log (got '${readPath}')`);
   const snapshotEveryEntries = positiveInt('--snapshot-every', values['snapshot-every'] as string | undefined, 20000);
@@ -143,6 +135,41 @@ function commonOptions(values: FlagValues): Pick<NodeOptions, 'fsync' | 'heartbe
     connectionLimits: limitsFrom(values, connectionLimitFlags, defaultConnectionLimits),
     ...(tokenFile === undefined ? {} : { authToken: readSecretFile('--auth-token-file', tokenFile) }),
   };
+}
+
+/** `--tls-*` and `--cluster-secret-file`, shared by `server` and `cluster`. The files are read
+ *  now, so a missing or bad one stops the start-up with its flag named. */
+function securityOptions(values: FlagValues): Pick<NodeOptions, 'tls' | 'clusterSecret'> {
+  const tlsFlags = ['tls-cert', 'tls-key', 'tls-ca'] as const;
+  const given = tlsFlags.filter((flag) => values[flag] !== undefined);
+  if (given.length > 0 && given.length < tlsFlags.length) {
+    const missing = tlsFlags.filter((flag) => values[flag] === undefined).map((flag) => `--${flag}`);
+    throw new UsageError(`--tls-cert, --tls-key and --tls-ca go together: ${missing.join(' and ')} missing`);
+  }
+  const options: Pick<NodeOptions, 'tls' | 'clusterSecret'> = {};
+  if (given.length > 0) {
+    const [cert, key, ca] = tlsFlags.map((flag) => readFlagFile(flag, values[flag] as string));
+    try {
+      // Fails now, not at the first connection, on a malformed PEM or a key that is not the cert's.
+      createSecureContext({ cert, key, ca });
+    } catch (err) {
+      throw new UsageError(`--tls-cert/--tls-key/--tls-ca: ${(err as Error).message}`);
+    }
+    options.tls = { cert, key, ca };
+  }
+  if (values['cluster-secret-file'] !== undefined) {
+    const file = values['cluster-secret-file'] as string;
+    options.clusterSecret = Buffer.from(readSecretFile('--cluster-secret-file', file), 'utf8');
+  }
+  return options;
+}
+
+function readFlagFile(flag: string, file: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    throw new UsageError(`--${flag}: cannot read ${file}: ${(err as Error).message}`);
+  }
 }
 
 export function parseServerArgs(argv: string[]): NodeOptions {
@@ -162,6 +189,7 @@ export function parseServerArgs(argv: string[]): NodeOptions {
     ...(values['http'] === undefined ? {} : { http: parseHostPort('--http', values['http'] as string) }),
     ...(values['grpc'] === undefined ? {} : { grpc: parseHostPort('--grpc', values['grpc'] as string) }),
     ...common,
+    ...securityOptions(values),
     logger: createLogger(common.logLevel as never, { node: id }),
   };
 }
@@ -202,6 +230,7 @@ export async function runCluster(argv: string[]): Promise<number> {
   const dataDir = path.resolve((values['data'] as string | undefined) ?? path.join(os.tmpdir(), `latchkey-cluster-${basePort}`));
   if (nodes > 7) throw new UsageError('--nodes is at most 7');
   const common = commonOptions(values);
+  const security = securityOptions(values);
   const logger = createLogger(common.logLevel as never, {});
   const httpBase = values['http-base-port'] === undefined ? null : positiveInt('--http-base-port', values['http-base-port'] as string, 8001);
   const grpcBase = values['grpc-base-port'] === undefined ? null : positiveInt('--grpc-base-port', values['grpc-base-port'] as string, 9001);
@@ -220,6 +249,7 @@ export async function runCluster(argv: string[]): Promise<number> {
       ...(httpBase === null ? {} : { http: { host, port: httpBase + index } }),
       ...(grpcBase === null ? {} : { grpc: { host, port: grpcBase + index } }),
       ...common,
+      ...security,
       logger: logger.child({ node: id }),
     });
     await node.start();
@@ -229,6 +259,7 @@ export async function runCluster(argv: string[]): Promise<number> {
     process.stdout.write(`${id} listening on ${client?.host}:${client?.port}${extra.length > 0 ? ` (${extra.join(', ')})` : ''}, data ${path.join(dataDir, id)}\n`);
   }
   const servers = [...peers.values()].map((a) => `${a.host}:${a.port}`).join(',');
-  process.stdout.write(`try: node bin/main client --server ${servers}\n`);
+  const tlsCa = values['tls-ca'] === undefined ? '' : ` --tls-ca ${values['tls-ca'] as string}`;
+  process.stdout.write(`try: node bin/main client --server ${servers}${tlsCa}\n`);
   return runUntilSignal(started, logger);
 }

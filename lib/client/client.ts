@@ -1,6 +1,6 @@
-// LockClient: the library side of PROTOCOL.md. One TCP connection at a time, NDJSON framing,
-// pipelined requests matched by numeric `id`, automatic `hello`/resume and keepalives, and a
-// pessimistic client-side view of which locks are still held (DESIGN §3).
+// LockClient: the library side of PROTOCOL.md. One TCP (or TLS) connection at a time, NDJSON
+// framing, pipelined requests matched by numeric `id`, automatic `hello`/resume and keepalives,
+// and a pessimistic client-side view of which locks are still held (DESIGN §3).
 //
 // Failure handling in one place:
 // - `unavailable` answers are retried on the same connection with backoff, within the request's
@@ -13,6 +13,7 @@
 //   once"). If no server answers `hello` within requestTimeoutMs, all pending requests reject
 //   with `unavailable`.
 import net from 'node:net';
+import tls from 'node:tls';
 import { parse as parseNdjson, type ParseOptions } from 'ndjson';
 import { v4 as uuidv4 } from 'uuid';
 import { frameBytesMax, durationMsMax, sessionTtlMsMax, sessionTtlMsMin } from '../core/limits';
@@ -38,10 +39,26 @@ export interface LockClientOptions {
   graceMs?: number;
   /** Sent as `auth` in `hello` when the cluster runs with --auth-token-file. */
   authToken?: string;
-  /** One TCP connect attempt. Default 2000. */
+  /** Connect with TLS (the nodes run with --tls-*); without it, plain TCP. */
+  tls?: LockClientTls;
+  /** One TCP connect attempt (with TLS, the handshake too). Default 2000. */
   connectTimeoutMs?: number;
   /** Budget of a request (and of finding a server) before it rejects. Default 10000. */
   requestTimeoutMs?: number;
+}
+
+/**
+ * How the client checks the nodes' certificates. The certificate must chain to `ca` (default:
+ * Node's built-in roots) and name the address's host or IP, or `servername` when given.
+ * `rejectUnauthorized: false` turns every check off: for tests only.
+ */
+export interface LockClientTls {
+  ca?: string | Buffer;
+  /** A client certificate and its key (the nodes accept clients without one). */
+  cert?: string | Buffer;
+  key?: string | Buffer;
+  servername?: string;
+  rejectUnauthorized?: boolean;
 }
 
 export interface AcquireOptions {
@@ -152,6 +169,7 @@ export class LockClient implements LockHost {
   private readonly ttlMs: number | undefined;
   private readonly graceMs: number | undefined;
   private readonly authToken: string | undefined;
+  private readonly tls: LockClientTls | undefined;
   private readonly connectTimeoutMs: number;
   private readonly requestTimeoutMs: number;
 
@@ -183,6 +201,7 @@ export class LockClient implements LockHost {
     this.ttlMs = opts.ttlMs;
     this.graceMs = opts.graceMs;
     this.authToken = opts.authToken;
+    this.tls = opts.tls === undefined ? undefined : { ...opts.tls };
     this.connectTimeoutMs = opts.connectTimeoutMs;
     this.requestTimeoutMs = opts.requestTimeoutMs;
     this.keepalive = new Keepalive({
@@ -599,7 +618,7 @@ export class LockClient implements LockHost {
       const server = this.servers[this.serverIndex % this.servers.length] as string;
       this.serverIndex = (this.serverIndex + 1) % this.servers.length;
       const remainingMs = Math.max(1, this.requestTimeoutMs - (performance.now() - startedAtMs));
-      const socket = await dial(server, Math.min(this.connectTimeoutMs, remainingMs)).catch(() => null);
+      const socket = await dial(server, Math.min(this.connectTimeoutMs, remainingMs), this.tls).catch(() => null);
       if (socket === null) continue;
       // A node that accepts but never answers must not use up the whole budget of the others.
       const helloTimeoutMs = Math.max(this.connectTimeoutMs, this.requestTimeoutMs / this.servers.length);
@@ -738,6 +757,9 @@ function validateOptions(opts: LockClientOptions & typeof defaults): void {
   if (opts.clientId !== undefined && (typeof opts.clientId !== 'string' || opts.clientId.length < 1 || opts.clientId.length > 128)) {
     throw new LatchkeyError('bad_request', 'clientId must be a string of 1 to 128 characters');
   }
+  if (opts.tls !== undefined && (typeof opts.tls !== 'object' || opts.tls === null)) {
+    throw new LatchkeyError('bad_request', 'tls must be an object of TLS options');
+  }
   checkInteger('ttlMs', opts.ttlMs, sessionTtlMsMin, sessionTtlMsMax);
   checkInteger('graceMs', opts.graceMs, 0, durationMsMax);
   checkInteger('connectTimeoutMs', opts.connectTimeoutMs, 1, durationMsMax);
@@ -761,14 +783,17 @@ export function parseAddress(address: string): { host: string; port: number } | 
   return { host: (match[1] ?? match[2]) as string, port };
 }
 
-function dial(address: string, timeoutMs: number): Promise<net.Socket> {
+/** A connected socket: TCP, or TLS once its handshake (and the certificate check) passed. */
+function dial(address: string, timeoutMs: number, tlsOptions: LockClientTls | undefined): Promise<net.Socket> {
   const target = parseAddress(address);
   if (target === null) return Promise.reject(new Error(`bad address ${address}`));
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: target.host, port: target.port });
+    const socket = tlsOptions === undefined
+      ? net.connect({ host: target.host, port: target.port })
+      : tls.connect({ ...tlsOptions, host: target.host, port: target.port });
     const timer = setTimeout(() => { socket.destroy(); reject(new Error(`connect to ${address} timed out`)); }, timeoutMs);
     socket.once('error', (err) => { clearTimeout(timer); reject(err); });
-    socket.once('connect', () => {
+    socket.once(tlsOptions === undefined ? 'connect' : 'secureConnect', () => {
       clearTimeout(timer);
       socket.setNoDelay(true);
       resolve(socket);

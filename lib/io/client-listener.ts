@@ -2,6 +2,7 @@
 // parses and validates; the node decides everything else. Answers produced in one turn of the
 // event loop leave in one write per connection.
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import { defaultConnectionLimits, frameBytesMax, type ConnectionLimits } from '../core/limits';
 import { errorAnswer, type Answer } from '../protocol/answers';
 import { LineSplitter } from '../protocol/ndjson';
@@ -9,6 +10,7 @@ import { validateRequest, type RequestId } from '../protocol/schemas';
 import type { ClientConnection, ConnectionHandle, PushEvent, RequestSink } from './front-door';
 import type { Logger } from './logger';
 import { peerHelloPrefix } from './peer-transport';
+import { listenerTlsOptions, type TlsMaterial } from './tls-options';
 
 const peerHello = Buffer.from(peerHelloPrefix, 'utf8');
 
@@ -25,6 +27,8 @@ export interface ClientListenerOptions {
   onPeer?: (socket: net.Socket, head: Buffer) => void;
   /** Bounds on client connections (default: defaultConnectionLimits). */
   limits?: ConnectionLimits;
+  /** Serve TLS: clients may come without a certificate, peers must show one of the CA. */
+  tls?: TlsMaterial;
 }
 
 interface ClientState {
@@ -101,7 +105,7 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
   /** Client connections, and sockets that have not yet shown whether they are peers. */
   const clients = new Map<net.Socket, ClientState>();
   const undecided = new Map<net.Socket, number>();
-  const server = net.createServer((socket) => {
+  const onSocket = (socket: net.Socket): void => {
     socket.setNoDelay(true);
     socket.on('error', () => undefined);
     if (options.onPeer === undefined) {
@@ -125,6 +129,13 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
       socket.off('data', onFirst);
       undecided.delete(socket);
       if (head.subarray(0, peerHello.length).equals(peerHello)) {
+        if (options.tls !== undefined && !(socket as tls.TLSSocket).authorized) {
+          // Anyone may be a client; only a holder of a certificate of the cluster CA may be a peer.
+          const reason = (socket as tls.TLSSocket).authorizationError ?? 'no client certificate';
+          logger.warn('peer_refused', { reason: `TLS: ${String(reason)}`, remote: socket.remoteAddress });
+          socket.destroy();
+          return;
+        }
         options.onPeer?.(socket, head);
       } else {
         serveClient(socket, head);
@@ -132,7 +143,20 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
     };
     socket.on('data', onFirst);
     socket.once('close', () => undecided.delete(socket));
-  });
+  };
+  const server = options.tls === undefined
+    ? net.createServer(onSocket)
+    // A handshake that does not finish is bounded like a socket that never sends a line.
+    : tls.createServer({ ...listenerTlsOptions(options.tls), handshakeTimeout: undecidedTimeoutMs }, onSocket);
+  // Connections still in their TLS handshake are not in `clients` yet; close() cuts them too.
+  const rawSockets = new Set<net.Socket>();
+  if (options.tls !== undefined) {
+    server.on('connection', (raw: net.Socket) => {
+      rawSockets.add(raw);
+      raw.once('close', () => rawSockets.delete(raw));
+    });
+    server.on('tlsClientError', (err) => logger.debug('tls_client_error', { error: err.message }));
+  }
   const serveClient = (socket: net.Socket, head?: Buffer): void => {
     if (clients.size >= limits.connections) {
       // One line that says why, then close: the client can try another node.
@@ -234,6 +258,7 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
         close: () => new Promise<void>((done) => {
           clearInterval(sweep);
           for (const socket of [...clients.keys(), ...undecided.keys()]) socket.destroy();
+          for (const raw of rawSockets) raw.destroy();
           server.close(() => done());
         }),
       });

@@ -20,6 +20,7 @@
 // - An unknown path, including `/v1/` followed by something that is not an action, is 404
 //   with a `bad_request` JSON body; a known path with the wrong method is 405 with `Allow`.
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { TextDecoder } from 'node:util';
@@ -29,6 +30,7 @@ import { actions, validateRequest, type Action, type Request, type RequestId } f
 import type { Answer, ClientConnection, ConnectionHandle, PushEvent, RequestSink } from './front-door';
 import type { Logger } from './logger';
 import type { Metrics } from './metrics';
+import type { TlsMaterial } from './tls-options';
 
 /** The HTTP status of an error answer, by contract code (PROTOCOL §5). Success is 200. */
 export const httpStatusByCode: Readonly<Record<ErrorCode, number>> = {
@@ -64,6 +66,8 @@ export interface HttpListenerOptions {
   /** Connections at once, and how long a request may take to arrive (default:
    *  defaultConnectionLimits); past the bound new connections are closed by Node's server. */
   limits?: ConnectionLimits;
+  /** Serve HTTPS with this certificate (no client certificate is asked for). */
+  tls?: TlsMaterial;
 }
 
 export interface HttpListener {
@@ -97,12 +101,15 @@ export async function startHttpListener(options: HttpListenerOptions): Promise<H
     sink: options.sink, metrics: options.metrics, logger: options.logger,
     bodyBytesMax, pending: new Set(), closing: false,
   };
-  const server = http.createServer((req, res) => {
+  const handler: http.RequestListener = (req, res) => {
     route(context, req, res).catch((error: unknown) => {
       context.logger.error('http_handler_failed', { error: String(error) });
       replyError(context, res, 'internal', 'internal error');
     });
-  });
+  };
+  const server = options.tls === undefined
+    ? http.createServer(handler)
+    : https.createServer({ cert: options.tls.cert, key: options.tls.key, ca: options.tls.ca }, handler);
   const limits = options.limits ?? defaultConnectionLimits;
   server.maxConnections = limits.connections;
   // A slow sender (a byte a second) may not hold a connection longer than this per request.
@@ -129,7 +136,7 @@ export async function startHttpListener(options: HttpListenerOptions): Promise<H
   };
 }
 
-function closeListener(context: ListenerContext, server: http.Server): Promise<void> {
+function closeListener(context: ListenerContext, server: http.Server | https.Server): Promise<void> {
   // Order matters: flag first so every reply from now on says `connection: close`, then
   // answer the waiters, then stop the server, which closes the connections already idle.
   context.closing = true;

@@ -30,6 +30,7 @@ import type { Logger } from './logger';
 import { Metrics } from './metrics';
 import { PeerTransport } from './peer-transport';
 import { defaultConnectionLimits, defaultStateLimits, type ConnectionLimits, type StateLimits } from '../core/limits';
+import type { TlsMaterial } from './tls-options';
 
 export interface NodeOptions {
   id: string;
@@ -55,6 +56,10 @@ export interface NodeOptions {
   limits?: StateLimits;
   /** Bounds on this node's client connections (default: defaultConnectionLimits). */
   connectionLimits?: ConnectionLimits;
+  /** TLS on the client port, the peer links and HTTP (`--tls-cert --tls-key --tls-ca`). */
+  tls?: TlsMaterial;
+  /** Peers must prove they know it (`--cluster-secret-file`, peer-auth.ts). */
+  clusterSecret?: Buffer;
   logger: Logger;
 }
 
@@ -146,6 +151,8 @@ export class LatchkeyNode implements RequestSink {
       selfId: options.id,
       peers: options.peers,
       logger,
+      tls: options.tls,
+      clusterSecret: options.clusterSecret,
       onMessage: (message: PeerMessage) => {
         if (this.stopped) return;
         this.replica.receive(message, performance.now());
@@ -162,16 +169,19 @@ export class LatchkeyNode implements RequestSink {
       onBatch: () => this.schedule(),
       onPeer: (socket, head) => this.transport.adopt(socket, head),
       limits: connectionLimits,
+      tls: options.tls,
     });
     if (options.http !== undefined) {
       this.http = await startHttpListener({
-        host: options.http.host, port: options.http.port, sink: this, metrics: this.metrics, logger, limits: connectionLimits,
+        host: options.http.host, port: options.http.port, sink: this, metrics: this.metrics, logger,
+        limits: connectionLimits, tls: options.tls,
       });
     }
     if (options.grpc !== undefined) {
+      const grpcTls = options.grpcTls ?? options.tls;
       this.grpc = await startGrpcListener({
         host: options.grpc.host, port: options.grpc.port, sink: this, metrics: this.metrics, logger,
-        ...(options.grpcTls === undefined ? {} : { tls: options.grpcTls }),
+        ...(grpcTls === undefined ? {} : { tls: grpcTls }),
       });
     }
     const tickMs = Math.max(1, Math.min(10, Math.floor(options.heartbeatMs / 5)));
@@ -179,6 +189,7 @@ export class LatchkeyNode implements RequestSink {
     logger.info('node_started', {
       node: options.id, listen: this.listener.address, http: this.http?.address, grpc: this.grpc?.address,
       snapshot_index: snapshot?.index ?? 0, log_entries: entries.length, term: hardState.term,
+      tls: options.tls !== undefined, peer_auth: options.clusterSecret !== undefined,
     });
   }
 

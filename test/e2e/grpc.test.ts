@@ -17,11 +17,11 @@ describe('e2e: gRPC front door on a 3-node cluster', function () {
   const streams: SessionCall[] = [];
 
   before(async () => {
-    cluster = await startInProcessCluster(3, { grpc: { host: '127.0.0.1', port: 0 } });
+    cluster = await startInProcessCluster({ nodes: 3, nodeOptions: () => ({ grpc: { host: '127.0.0.1', port: 0 } }) });
     const leaderId = await cluster.leader();
-    const ids = [...cluster.nodes.keys()];
+    const ids = [...cluster.ids];
     const [followerId, otherId] = ids.filter((id) => id !== leaderId) as [string, string];
-    const client = (id: string): LocksClient => newLocksClient(cluster.nodes.get(id)?.addresses.grpc?.port as number);
+    const client = (id: string): LocksClient => newLocksClient(cluster.node(id).addresses.grpc?.port as number);
     [leader, follower, other] = [client(leaderId), client(followerId), client(otherId)];
   });
 
@@ -90,7 +90,7 @@ describe('e2e: gRPC front door on a 3-node cluster', function () {
       expect(ok(await call(client, 'Check', { lock_name: lock }))).to.deep.equal({ lock_name: lock, waiters: 0 });
       const status = ok(await call(client, 'Status', {}));
       expect(status['role']).to.equal(via);
-      expect(status['members']).to.have.members([...cluster.nodes.keys()]);
+      expect(status['members']).to.have.members([...cluster.ids]);
     });
   }
 

@@ -1,38 +1,61 @@
-// A cluster of LatchkeyNodes inside the test process, over real loopback sockets, each in its
-// own temporary data directory (what `node bin/main cluster` does). Cheaper than node
-// processes when a test needs the real node behind a front door but no crashes or pauses.
+// A cluster of in-process LatchkeyNodes on free loopback ports and a temporary data directory,
+// for tests that need options the command line would read from files (TLS material, secrets)
+// or that look inside a node (its status, its log lines).
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { createLogger } from '../../lib/io/logger';
 import { LatchkeyNode, type NodeOptions } from '../../lib/io/node';
-import { silentLogger } from '../../lib/io/logger';
 import { freePorts } from '../../lib/scenario/cluster';
 
+export type LogLine = Record<string, unknown>;
+
+export interface InProcessClusterOptions {
+  nodes: number;
+  /** Also serve HTTP on a free port. */
+  http?: boolean;
+  /** Per-node extra options (tls, clusterSecret, ...). */
+  nodeOptions?: (id: string) => Partial<NodeOptions>;
+}
+
 export interface InProcessCluster {
-  nodes: Map<string, LatchkeyNode>;
-  /** The id every node agrees leads, once they do. */
-  leader(timeoutMs?: number): Promise<string>;
-  /** Stops every node and removes the data directories. */
+  readonly ids: string[];
+  node(id: string): LatchkeyNode;
+  /** The node's client port. */
+  port(id: string): number;
+  /** Everything the node logged (info and up), parsed. */
+  logs(id: string): LogLine[];
+  /** Waits until every node of `ids` (default all) names the same leader, one of them. */
+  leader(ids?: string[], timeoutMs?: number): Promise<string>;
   stop(): Promise<void>;
 }
 
-/** Starts `count` nodes n1..nN; `extra` adds options to every node (e.g. a gRPC port). */
-export async function startInProcessCluster(
-  count: number, extra: Partial<NodeOptions> = {},
-): Promise<InProcessCluster> {
+export async function startInProcessCluster(options: InProcessClusterOptions): Promise<InProcessCluster> {
   const dataRoot = await fs.mkdtemp(path.join(os.tmpdir(), 'latchkey-inproc-'));
-  const ports = await freePorts(count);
-  const peers = new Map(ports.map((port, i) => [`n${i + 1}`, { host: '127.0.0.1', port }]));
+  const ids = Array.from({ length: options.nodes }, (_, i) => `n${i + 1}`);
+  const ports = await freePorts(options.nodes);
+  const peers = new Map(ids.map((id, i) => [id, { host: '127.0.0.1', port: ports[i] as number }]));
   const nodes = new Map<string, LatchkeyNode>();
+  const logs = new Map<string, LogLine[]>(ids.map((id) => [id, []]));
   const stop = async (): Promise<void> => {
     await Promise.all([...nodes.values()].map((node) => node.stop()));
     await fs.rm(dataRoot, { recursive: true, force: true });
   };
   try {
-    for (const [id, listen] of peers) {
+    for (const id of ids) {
+      const lines = logs.get(id) as LogLine[];
       const node = new LatchkeyNode({
-        id, listen, peers, dataDir: path.join(dataRoot, id), fsync: 'never',
-        heartbeatMs: 50, electionTimeoutMs: 300, sessionTtlMs: 30000, logger: silentLogger, ...extra,
+        id,
+        listen: peers.get(id) as { host: string; port: number },
+        peers,
+        dataDir: path.join(dataRoot, id),
+        ...(options.http === true ? { http: { host: '127.0.0.1', port: 0 } } : {}),
+        fsync: 'never',
+        heartbeatMs: 50,
+        electionTimeoutMs: 300,
+        sessionTtlMs: 30000,
+        logger: createLogger('info', { node: id }, (line) => lines.push(JSON.parse(line) as LogLine)),
+        ...options.nodeOptions?.(id),
       });
       nodes.set(id, node);
       await node.start();
@@ -41,18 +64,28 @@ export async function startInProcessCluster(
     await stop();
     throw err;
   }
-  return { nodes, leader: (timeoutMs = 10000) => agreedLeader(nodes, timeoutMs), stop };
-}
-
-async function agreedLeader(nodes: Map<string, LatchkeyNode>, timeoutMs: number): Promise<string> {
-  const started = Date.now();
-  for (;;) {
-    const statuses = [...nodes.values()].map((node) => node.status());
-    const leader = statuses[0]?.leader ?? null;
-    const agreed = leader !== null && statuses.every((s) => s.leader === leader && s.term === statuses[0]?.term)
-      && statuses.some((s) => s.node === leader && s.role === 'leader');
-    if (agreed) return leader;
-    if (Date.now() - started > timeoutMs) throw new Error(`no agreed leader within ${timeoutMs} ms: ${JSON.stringify(statuses)}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  const node = (id: string): LatchkeyNode => {
+    const found = nodes.get(id);
+    if (found === undefined) throw new Error(`no node ${id}`);
+    return found;
+  };
+  return {
+    ids,
+    node,
+    port: (id) => peers.get(id)?.port as number,
+    logs: (id) => logs.get(id) ?? [],
+    leader: async (among = ids, timeoutMs = 15000) => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const leaders = new Set(among.map((id) => node(id).status().leader));
+        const [leader] = [...leaders];
+        if (leaders.size === 1 && typeof leader === 'string' && among.includes(leader) && node(leader).status().role === 'leader') {
+          return leader;
+        }
+        if (Date.now() > deadline) throw new Error(`no leader agreed among ${among.join(',')} within ${timeoutMs} ms`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    },
+    stop,
+  };
 }
