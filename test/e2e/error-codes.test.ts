@@ -675,8 +675,7 @@ describe('e2e: error codes and sessions over a real socket', function () {
 
   describe('codes one node cannot produce yet', () => {
     // unauthorized: see test/security/auth.test.ts (a node started with --auth-token-file).
-    // limit_exceeded: no configurable bound on connections, waiters or sizes is exposed yet.
-    it.skip('limit_exceeded (no configured bounds yet)', () => undefined);
+    // limit_exceeded: see test/security/limits.test.ts (nodes started with --max-* bounds).
     // unavailable: a single node is always its own leader with a quorum of one.
     it.skip('unavailable (needs a cluster without quorum)', () => undefined);
     // internal: only when the log cannot be written; no deterministic way to cause it from outside.
