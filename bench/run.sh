@@ -9,19 +9,23 @@
 #      peers.sh: node bin/main server --id nK --listen 127.0.0.1:1700K ...) for every workload and
 #      run, side by side with the peers, and the table with latchkey/etcd ratios;
 #   4. node bench/failover.mjs: kill -9 of the leader -> first grant on the new leader, median of
-#      FAILOVER_TRIALS, latchkey vs etcd.
+#      FAILOVER_TRIALS, latchkey vs etcd;
+#   5. node bench/restart.mjs: a node restarted with 1,000,000 entries in its log, and with their
+#      snapshot, timed until it serves (RESTART_RUNS each; about a minute);
+#   6. node bench/targets.mjs: the issue-7 targets with ratios and whether each is met.
 # Results: bench/results/<date>-<time>/ (results.jsonl, table.txt, table.md, bench.log, peers.log,
 # conditions.txt from compare.sh; failover.jsonl, failover.txt, failover.log from failover.mjs).
 #
 # Environment (defaults in brackets):
 #   BENCH_DIR        the shared bench folder [$ROOT/../shared/bench]
 #   SYSTEMS          peers beside latchkey ["etcd-mutex redis"]; "" = latchkey only
-#   WORKLOADS        ["uncontended contended"]
+#   WORKLOADS        ["uncontended contended many-locks"]
 #   REPEAT [2]  DURATION [10]  CLIENTS [32]; every other compare.sh knob (WARMUP, PROCS,
 #                    LATCHKEY_ARGS, BENCH_ARGS, BENCH_STATE_DIR, ...) passes through
 #   FAILOVER_TRIALS  [5]; 0 skips the failover measurement
 #   FAILOVER_SYSTEMS ["latchkey,etcd"]
 #   FAILOVER_ARGS    extra flags for failover.mjs (e.g. "--election-timeout-ms 150")
+#   RESTART_RUNS     [3]; 0 skips the restart measurement
 #   OUT              the results folder [bench/results/<date>-<time>]
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -43,11 +47,12 @@ if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null || ! command 
 fi
 
 export SYSTEMS="${SYSTEMS-etcd-mutex redis}"
-export WORKLOADS="${WORKLOADS:-uncontended contended}"
+export WORKLOADS="${WORKLOADS:-uncontended contended many-locks}"
 export REPEAT="${REPEAT:-2}" DURATION="${DURATION:-10}" CLIENTS="${CLIENTS:-32}"
 export OUT="${OUT:-$ROOT/bench/results/$(date +%Y%m%d-%H%M%S)}"
 FAILOVER_TRIALS="${FAILOVER_TRIALS:-5}"
 FAILOVER_SYSTEMS="${FAILOVER_SYSTEMS:-latchkey,etcd}"
+RESTART_RUNS="${RESTART_RUNS:-3}"
 unset LATCHKEY_ENDPOINTS LATCHKEY_PIDS # compare.sh starts latchkey itself from this checkout
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
@@ -74,6 +79,20 @@ if [ "$FAILOVER_TRIALS" != 0 ]; then
   fi
 fi
 
+# 5. restart
+if [ "$RESTART_RUNS" != 0 ]; then
+  echo "== bench: restart.mjs --entries 1000000 (log, then snapshot) --runs $RESTART_RUNS" >&2
+  : >"$OUT/restart.jsonl"
+  for variant in "" "--snapshot"; do
+    # shellcheck disable=SC2086
+    if ! node "$ROOT/bench/restart.mjs" --entries 1000000 --clients 32 --runs "$RESTART_RUNS" $variant \
+        >>"$OUT/restart.jsonl" 2>>"$OUT/restart.log"; then
+      echo "bench: restart.mjs $variant failed (see $OUT/restart.log)" >&2
+      status=1
+    fi
+  done
+fi
+
 echo
 echo "== side by side: latchkey (3 nodes) vs ${SYSTEMS:-nothing}; $CLIENTS clients, ${DURATION} s runs, $REPEAT run(s) each"
 if [ -s "$OUT/table.txt" ]; then cat "$OUT/table.txt"; else echo "(no table: see $OUT/bench.log)"; fi
@@ -83,7 +102,11 @@ if [ "$FAILOVER_TRIALS" != 0 ]; then
   if [ -s "$OUT/failover.txt" ]; then cat "$OUT/failover.txt"; else echo "(no table: see $OUT/failover.log)"; fi
 fi
 echo
+echo "== issue-7 targets"
+node "$ROOT/bench/targets.mjs" "$OUT" || status=1
+echo
 echo "results in $OUT:"
 echo "  results.jsonl, table.txt, table.md, bench.log, peers.log, conditions.txt (compare.sh)"
 [ "$FAILOVER_TRIALS" != 0 ] && echo "  failover.jsonl, failover.txt, failover.log (bench/failover.mjs)"
+[ "$RESTART_RUNS" != 0 ] && echo "  restart.jsonl, restart.log (bench/restart.mjs)"
 exit "$status"
