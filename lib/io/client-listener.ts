@@ -206,6 +206,10 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
           connection.end();
           return;
         }
+        if (frame.kind === 'not_utf8') {
+          refuse(null, errorAnswer('bad_request', 'the line is not valid UTF-8'));
+          return;
+        }
         let message: unknown;
         try {
           message = JSON.parse(frame.line);

@@ -72,6 +72,23 @@ describe('e2e: error codes and sessions over a real socket', function () {
       await stillServes(c);
     });
 
+    it('a line that is not UTF-8 is bad_request (never decoded into U+FFFD and applied)', async () => {
+      const c = await connect();
+      const lock = lockName();
+      const client = clientIds();
+      const token = await preempt(c, client, lock);
+      // A valid append whose data carries a lone continuation byte (0x80).
+      c.sendBytes(Buffer.concat([
+        Buffer.from(`{"id":7,"action":"append","client_id":"${client}","lock_name":"${lock}","token":${token},"file":"${lock}","data":"a`),
+        Buffer.from([0x80]), Buffer.from('"}\n'),
+      ]));
+      const a = await c.next();
+      expect(a).to.include({ id: null, ok: false });
+      expect(errorOf(a)).to.deep.equal({ code: 'bad_request', message: 'the line is not valid UTF-8' });
+      expect(await c.request({ action: 'read', file: lock })).to.include({ ok: true, data: '' });
+      await stillServes(c);
+    });
+
     it('a JSON value that is not an object, or has no readable id, answers with id null', async () => {
       const c = await connect();
       for (const line of ['[1,2,3]', '42', '"str"', 'null', '{"action":"status"}', '{"id":{"x":1},"action":"status"}', '{"id":true,"action":"status"}']) {
