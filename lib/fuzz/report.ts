@@ -33,13 +33,16 @@ function describeFailure(target: string, details: fc.RunDetails<unknown>): FuzzF
   const error = details.errorInstance;
   const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
   const path = details.counterexamplePath ?? '';
+  const counterexample = fc.stringify(details.counterexample);
+  // A command sequence also needs its own replayPath, which fast-check prints inside it.
+  const replayPath = /replayPath="([^"]*)"/.exec(counterexample)?.[1];
   return {
     message,
     seed: details.seed,
     path,
-    counterexample: fc.stringify(details.counterexample).slice(0, 4000),
+    counterexample: counterexample.slice(0, 4000),
     value: details.counterexample,
-    replay: `npm run fuzz -- --target ${target} --seed ${details.seed} --path ${path}`,
+    replay: `npm run fuzz -- --target ${target} --seed ${details.seed} --path ${path}${replayPath === undefined ? '' : ` --replay-path '${replayPath}'`}`,
   };
 }
 
