@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { LatchkeyNode } from '../io/node';
 import { createLogger } from '../io/logger';
+import { TokenLedger } from './live-lines';
 import { WireSocket, type Message } from './wire';
 
 /** How long a well-behaved request may take before the node counts as unavailable. */
@@ -21,6 +22,8 @@ export class FuzzNode {
   private node: LatchkeyNode | undefined;
   private dataDir = '';
   private probe = new AvailabilityProbe();
+  /** Every token seen for every lock on this node, across cases (see TokenLedger). */
+  ledger = new TokenLedger();
   private readonly onCrash = (error: unknown): void => {
     this.crashes.push(error instanceof Error ? `${error.name}: ${error.message}\n${error.stack ?? ''}` : String(error));
   };
@@ -50,6 +53,7 @@ export class FuzzNode {
     process.on('unhandledRejection', this.onCrash);
     await this.node.start();
     this.probe = new AvailabilityProbe();
+    this.ledger = new TokenLedger();
   }
 
   async stop(): Promise<void> {

@@ -38,6 +38,25 @@ export interface LinesStats {
   codes: Map<string, number>;
 }
 
+/**
+ * Fencing across everything a run sees: a token of a lock names one grant, so every answer
+ * that shows lock L with token T (a grant, a re-take, a check) shows the same owner. Kept for
+ * the life of a node, across cases.
+ */
+export class TokenLedger {
+  private readonly owners = new Map<string, Map<number, string>>();
+
+  note(answer: Message, where: string): void {
+    const { lock_name: lock, token, owner } = answer;
+    if (answer['ok'] !== true || typeof lock !== 'string' || typeof token !== 'number' || typeof owner !== 'string') return;
+    const tokens = this.owners.get(lock) ?? new Map<number, string>();
+    this.owners.set(lock, tokens);
+    const known = tokens.get(token);
+    if (known !== undefined && known !== owner) fail(`${where}: token ${token} of ${lock} was granted to ${known}, and now shows ${owner}`);
+    tokens.set(token, owner);
+  }
+}
+
 export const linesCase: fc.Arbitrary<LinesCase> = fc.record({
   connections: fc.integer({ min: 1, max: 4 }),
   lines: fc.array(fc.record({ conn: fc.nat(3), seed: fc.nat(), crlf: fc.boolean() }), { minLength: 1, maxLength: 24 }),
@@ -117,14 +136,17 @@ function checkShape(answer: Message, where: string): void {
 }
 
 /** Matches a connection's answers to the lines it sent, by id, and checks each. */
-function checkConnection(socket: WireSocket, owed: Owed, where: string, stats: LinesStats): void {
+function checkConnection(socket: WireSocket, owed: Owed, where: string, stats: LinesStats, ledger: TokenLedger): void {
   const unparsable = socket.unparsable[0];
   if (unparsable !== undefined) fail(`${where}: the node sent a line that is not a JSON object: ${unparsable.slice(0, 300)}`);
   for (const m of socket.received) {
     if (!('id' in m) && typeof m['event'] !== 'string') fail(`${where}: a line that is neither an answer nor an event: ${JSON.stringify(m).slice(0, 300)}`);
   }
   let answers = socket.answers();
-  answers.forEach((a) => checkShape(a, where));
+  answers.forEach((a) => {
+    checkShape(a, where);
+    ledger.note(a, where);
+  });
   if (owed.closes) {
     const tooLarge = answers.filter((a) => codeOf(a) === 'frame_too_large');
     if (tooLarge.length !== 1 || tooLarge[0]?.['id'] !== null) fail(`${where}: expected one frame_too_large with id null, got ${JSON.stringify(tooLarge).slice(0, 300)}`);
@@ -168,9 +190,17 @@ function checkGroup(key: string, g: { owed: Array<Extract<Expectation, { kind: '
   }
 }
 
-/** Sends the plans on fresh connections and checks what comes back; throws on a violation.
- *  `interrupted` ends the wait for answers early (the node crashed: they will never come). */
-export async function runPlans(port: number, plans: ConnectionPlan[], chunkSeed: number, interrupted: () => boolean = () => false): Promise<LinesStats> {
+export interface PlanOptions {
+  /** Ends the wait for answers early (the node crashed: they will never come). */
+  interrupted?: () => boolean;
+  /** Shared by the cases of one node; a fresh one by default. */
+  ledger?: TokenLedger;
+}
+
+/** Sends the plans on fresh connections and checks what comes back; throws on a violation. */
+export async function runPlans(port: number, plans: ConnectionPlan[], chunkSeed: number, options: PlanOptions = {}): Promise<LinesStats> {
+  const interrupted = options.interrupted ?? (() => false);
+  const ledger = options.ledger ?? new TokenLedger();
   const sockets = await Promise.all(plans.map(() => WireSocket.connect(port)));
   const stats: LinesStats = { lines: 0, valid: 0, codes: new Map() };
   try {
@@ -191,7 +221,7 @@ export async function runPlans(port: number, plans: ConnectionPlan[], chunkSeed:
     done.forEach((ok, i) => {
       if (!ok) fail(`connection ${i}: not every line was answered within ${answersTimeoutMs} ms: ${missing(sockets[i] as WireSocket, owed[i] as Owed)}`);
     });
-    sockets.forEach((socket, i) => checkConnection(socket, owed[i] as Owed, `connection ${i}`, stats));
+    sockets.forEach((socket, i) => checkConnection(socket, owed[i] as Owed, `connection ${i}`, stats, ledger));
     await Promise.all(sockets.map((socket, i) => (owed[i]?.closes === true ? undefined : stillServes(socket, `connection ${i}`))));
     return stats;
   } finally {
@@ -232,9 +262,9 @@ async function runImposter(port: number, seed: number): Promise<void> {
   }
 }
 
-export async function runLinesCase(port: number, c: LinesCase, interrupted?: () => boolean): Promise<LinesStats> {
+export async function runLinesCase(port: number, c: LinesCase, options: PlanOptions = {}): Promise<LinesStats> {
   const [stats] = await Promise.all([
-    runPlans(port, plansOf(c), c.chunkSeed, interrupted),
+    runPlans(port, plansOf(c), c.chunkSeed, options),
     c.imposter ? runImposter(port, c.chunkSeed) : Promise.resolve(),
   ]);
   return stats;

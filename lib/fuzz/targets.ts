@@ -17,7 +17,7 @@ const shares: Record<TargetName, number> = { 'state-machine': 0.5, lines: 0.3, m
 const chunkCases = 1000;
 
 export function liveLinesProperty(node: FuzzNode): fc.IAsyncProperty<[LinesCase]> {
-  return fc.asyncProperty(linesCase, (c) => node.runCase(() => runLinesCase(node.port, c, () => node.broken())));
+  return fc.asyncProperty(linesCase, (c) => node.runCase(() => runLinesCase(node.port, c, { interrupted: () => node.broken(), ledger: node.ledger })));
 }
 
 export function liveModelProperty(node: FuzzNode, options: ModelOptions = {}): fc.IAsyncProperty<[string[], Iterable<unknown>]> {
