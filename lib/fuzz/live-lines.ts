@@ -28,8 +28,10 @@ export interface LinesCase {
   lines: Array<{ conn: number; seed: number; crlf: boolean }>;
   tail: { conn: number; seed: number } | null;
   chunkSeed: number;
-  /** One more connection that opens with a peer hello from a member the node does not know. */
-  imposter: boolean;
+  /** One more connection that opens with a peer hello from a member the node does not know:
+   *  `refused` sends a whole hello line, `unbounded` (a known bug, see linesCase) never ends
+   *  its hello line. */
+  imposter: 'none' | 'refused' | 'unbounded';
 }
 
 export interface LinesStats {
@@ -57,13 +59,21 @@ export class TokenLedger {
   }
 }
 
-export const linesCase: fc.Arbitrary<LinesCase> = fc.record({
-  connections: fc.integer({ min: 1, max: 4 }),
-  lines: fc.array(fc.record({ conn: fc.nat(3), seed: fc.nat(), crlf: fc.boolean() }), { minLength: 1, maxLength: 24 }),
-  tail: fc.option(fc.record({ conn: fc.nat(3), seed: fc.nat() }), { freq: 6, nil: null }),
-  chunkSeed: fc.nat(),
-  imposter: fc.oneof({ weight: 15, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
-});
+/**
+ * `knownBugs` also draws the case that reproduces a reported bug: a connection that starts
+ * like a peer hello may send up to 256 MiB (peer-transport.ts peerFrameBytesMax) before it is
+ * refused, so a stranger can make a node buffer that much per connection.
+ */
+export function linesCase(knownBugs = false): fc.Arbitrary<LinesCase> {
+  const imposters = knownBugs ? (['refused', 'unbounded'] as const) : (['refused'] as const);
+  return fc.record({
+    connections: fc.integer({ min: 1, max: 4 }),
+    lines: fc.array(fc.record({ conn: fc.nat(3), seed: fc.nat(), crlf: fc.boolean() }), { minLength: 1, maxLength: 24 }),
+    tail: fc.option(fc.record({ conn: fc.nat(3), seed: fc.nat() }), { freq: 6, nil: null }),
+    chunkSeed: fc.nat(),
+    imposter: fc.oneof({ weight: 15, arbitrary: fc.constant('none' as const) }, { weight: 1, arbitrary: fc.constantFrom(...imposters) }),
+  });
+}
 
 /** The line a seed stands for; ids carry the seed so lines from different seeds never collide. */
 export function lineOf(seed: number): Buffer {
@@ -249,13 +259,24 @@ function missing(socket: WireSocket, owed: Owed): string {
   return `${lines.length} unanswered (closed: ${socket.closed}), e.g. ${JSON.stringify(lines.slice(0, 5))}`;
 }
 
-/** A connection that opens as a peer the node does not know: it must be refused, unanswered. */
-async function runImposter(port: number, seed: number): Promise<void> {
+/** Bytes a connection that has not proven it is a peer may send without a newline. */
+const helloBytesMax = 1024 * 1024;
+
+/** A connection that opens as a peer the node does not know: it must be refused, unanswered,
+ *  whether it sends its hello line whole or never ends it. */
+async function runImposter(port: number, seed: number, how: 'refused' | 'unbounded'): Promise<void> {
   const socket = await WireSocket.connect(port);
   try {
-    socket.write(`{"type":"peer_hello","from":"n2","to":"n1"}\n${JSON.stringify({ type: 'append_entries', from: 'n2', to: 'n1', term: 99 })}\n`);
-    socket.write(Buffer.concat([lineOf(seed), Buffer.from('\n')]));
-    if (!(await socket.until(() => socket.closed, answersTimeoutMs))) fail('a connection posing as an unknown peer was not closed');
+    if (how === 'refused') {
+      socket.write(`{"type":"peer_hello","from":"n2","to":"n1"}\n${JSON.stringify({ type: 'append_entries', from: 'n2', to: 'n1', term: 99 })}\n`);
+      socket.write(Buffer.concat([lineOf(seed), Buffer.from('\n')]));
+    } else {
+      socket.write('{"type":"peer_hello","from":"n2","to":"n1","pad":"');
+      socket.write(Buffer.alloc(2 * helloBytesMax, 0x61));
+    }
+    // Past the bytes it may hold, the node has no reason to wait: a second is plenty.
+    const waitMs = how === 'refused' ? answersTimeoutMs : 1000;
+    if (!(await socket.until(() => socket.closed, waitMs))) fail(`a connection posing as an unknown peer (${how}) was not closed`);
     if (socket.received.length + socket.unparsable.length > 0) fail(`a connection posing as an unknown peer was answered: ${JSON.stringify(socket.received).slice(0, 300)}`);
   } finally {
     socket.destroy();
@@ -265,7 +286,7 @@ async function runImposter(port: number, seed: number): Promise<void> {
 export async function runLinesCase(port: number, c: LinesCase, options: PlanOptions = {}): Promise<LinesStats> {
   const [stats] = await Promise.all([
     runPlans(port, plansOf(c), c.chunkSeed, options),
-    c.imposter ? runImposter(port, c.chunkSeed) : Promise.resolve(),
+    c.imposter === 'none' ? Promise.resolve() : runImposter(port, c.chunkSeed, c.imposter),
   ]);
   return stats;
 }

@@ -6,7 +6,8 @@
 // N cases are split over the targets (half to the pure state machine, the rest to a live node
 // started in this process). It prints SEED= first, a progress line per chunk, every failure with
 // the command that replays it, and a summary (cases, failures, seconds). Exit 0 when nothing
-// failed, 1 when something did, 2 for bad flags.
+// failed, 1 when something did, 2 for bad flags. `--known-bugs` also draws the cases that
+// reproduce bugs reported and not fixed yet (listed at linesCase and ModelOptions.knownBugs).
 import { randomInt } from 'node:crypto';
 import { formatFailure } from './report';
 import { runFuzz, targetNames, type FuzzOptions, type TargetName } from './targets';

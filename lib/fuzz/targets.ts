@@ -16,8 +16,8 @@ export type TargetName = (typeof targetNames)[number];
 const shares: Record<TargetName, number> = { 'state-machine': 0.5, lines: 0.3, model: 0.2 };
 const chunkCases = 1000;
 
-export function liveLinesProperty(node: FuzzNode): fc.IAsyncProperty<[LinesCase]> {
-  return fc.asyncProperty(linesCase, (c) => node.runCase(() => runLinesCase(node.port, c, { interrupted: () => node.broken(), ledger: node.ledger })));
+export function liveLinesProperty(node: FuzzNode, knownBugs = false): fc.IAsyncProperty<[LinesCase]> {
+  return fc.asyncProperty(linesCase(knownBugs), (c) => node.runCase(() => runLinesCase(node.port, c, { interrupted: () => node.broken(), ledger: node.ledger })));
 }
 
 export function liveModelProperty(node: FuzzNode, options: ModelOptions = {}): fc.IAsyncProperty<[string[], Iterable<unknown>]> {
@@ -63,7 +63,7 @@ async function runChunk(target: TargetName, node: FuzzNode, options: FuzzOptions
   const run = { cases, seed, ...(options.path === undefined ? {} : { path: options.path }) };
   const modelOptions = { knownBugs: options.knownBugs === true, ...(options.replayPath === undefined ? {} : { replayPath: options.replayPath }) };
   const result = target === 'state-machine' ? runTarget(target, stateMachineProperty(), run)
-    : target === 'lines' ? await runAsyncTarget(target, liveLinesProperty(node), run)
+    : target === 'lines' ? await runAsyncTarget(target, liveLinesProperty(node, options.knownBugs === true), run)
       : await runAsyncTarget(target, liveModelProperty(node, modelOptions), run);
   // The replay must draw its case the same way.
   if (result.failure !== null && options.knownBugs === true) result.failure.replay += ' --known-bugs';
