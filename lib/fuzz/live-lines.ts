@@ -60,9 +60,11 @@ export class TokenLedger {
 }
 
 /**
- * `knownBugs` also draws the case that reproduces a reported bug: a connection that starts
- * like a peer hello may send up to 256 MiB (peer-transport.ts peerFrameBytesMax) before it is
- * refused, so a stranger can make a node buffer that much per connection.
+ * `knownBugs` also draws the cases that reproduce reported bugs (and runPlans holds lines to
+ * strict UTF-8, see PlanOptions.strictUtf8):
+ * - a connection that starts like a peer hello may send up to 256 MiB (peer-transport.ts
+ *   peerFrameBytesMax) before it is refused, so a stranger can make a node buffer that much
+ *   per connection.
  */
 export function linesCase(knownBugs = false): fc.Arbitrary<LinesCase> {
   const imposters = knownBugs ? (['refused', 'unbounded'] as const) : (['refused'] as const);
@@ -96,11 +98,11 @@ interface Owed {
   closes: boolean;
 }
 
-function owedOf(plan: ConnectionPlan): Owed {
+function owedOf(plan: ConnectionPlan, strictUtf8: boolean): Owed {
   const answers: Owed['answers'] = [];
   for (const line of plan.lines) {
     // The splitter counts a line's bytes up to the \n, a \r of a \r\n ending included.
-    const e = expectationOf(line.ending === '\r\n' ? Buffer.concat([line.bytes, Buffer.from('\r')]) : line.bytes);
+    const e = expectationOf(line.ending === '\r\n' ? Buffer.concat([line.bytes, Buffer.from('\r')]) : line.bytes, strictUtf8);
     if (e.kind === 'too_large') return { answers, closes: true };
     if (e.kind === 'answer') answers.push(e);
   }
@@ -205,6 +207,11 @@ export interface PlanOptions {
   interrupted?: () => boolean;
   /** Shared by the cases of one node; a fresh one by default. */
   ledger?: TokenLedger;
+  /** A known bug (reported): the TCP front door decodes a line that is not UTF-8 with U+FFFD
+   *  in place of the bad bytes and serves it, so `"client_id":"a\xff"` and `"a\xfe"` are one
+   *  client, and an append stores other bytes than were sent; HTTP answers bad_request. With
+   *  this on, such a line is owed bad_request with id null. */
+  strictUtf8?: boolean;
 }
 
 /** Sends the plans on fresh connections and checks what comes back; throws on a violation. */
@@ -214,7 +221,7 @@ export async function runPlans(port: number, plans: ConnectionPlan[], chunkSeed:
   const sockets = await Promise.all(plans.map(() => WireSocket.connect(port)));
   const stats: LinesStats = { lines: 0, valid: 0, codes: new Map() };
   try {
-    const owed = plans.map(owedOf);
+    const owed = plans.map((plan) => owedOf(plan, options.strictUtf8 === true));
     for (const o of owed) {
       stats.lines += o.answers.length;
       stats.valid += o.answers.filter((e) => !e.bad).length;

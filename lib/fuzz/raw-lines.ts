@@ -350,10 +350,18 @@ export type Expectation =
   /** `idKey` is the JSON of the id the answer must carry; `unreadable`: not JSON at all. */
   | { kind: 'answer'; idKey: string; bad: boolean; unreadable: boolean; line: string };
 
-/** By the contract (PROTOCOL §2, §5): the same framing rules the server applies, then the schema. */
-export function expectationOf(bytes: Buffer): Expectation {
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * By the contract (PROTOCOL §2, §5): the same framing rules the server applies, then the schema.
+ * A line that is not UTF-8 is decoded with U+FFFD in place of the bad bytes, as the TCP front
+ * door does today; `strict` holds it to the contract instead ("one JSON object ... UTF-8", and
+ * the HTTP front door refuses such a body): bad_request with id null. See linesCase.
+ */
+export function expectationOf(bytes: Buffer, strict = false): Expectation {
   if (bytes.length > frameBytesMax) return { kind: 'too_large' };
   let line = bytes.toString('utf8');
+  if (strict && !isUtf8(bytes)) return { kind: 'answer', idKey: 'null', bad: true, unreadable: true, line };
   if (line.length > 0 && line.charCodeAt(line.length - 1) === 13) line = line.slice(0, -1);
   if (line.length === 0) return { kind: 'none' }; // an empty line is skipped, not answered
   let message: unknown;
@@ -365,4 +373,13 @@ export function expectationOf(bytes: Buffer): Expectation {
   const result = validateRequest(message);
   if (!result.ok) return { kind: 'answer', idKey: JSON.stringify(result.id), bad: true, unreadable: false, line };
   return { kind: 'answer', idKey: JSON.stringify(result.request.id), bad: false, unreadable: false, line };
+}
+
+function isUtf8(bytes: Buffer): boolean {
+  try {
+    strictUtf8.decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -17,7 +17,7 @@ const shares: Record<TargetName, number> = { 'state-machine': 0.5, lines: 0.3, m
 const chunkCases = 1000;
 
 export function liveLinesProperty(node: FuzzNode, knownBugs = false): fc.IAsyncProperty<[LinesCase]> {
-  return fc.asyncProperty(linesCase(knownBugs), (c) => node.runCase(() => runLinesCase(node.port, c, { interrupted: () => node.broken(), ledger: node.ledger })));
+  return fc.asyncProperty(linesCase(knownBugs), (c) => node.runCase(() => runLinesCase(node.port, c, { interrupted: () => node.broken(), ledger: node.ledger, strictUtf8: knownBugs })));
 }
 
 export function liveModelProperty(node: FuzzNode, options: ModelOptions = {}): fc.IAsyncProperty<[string[], Iterable<unknown>]> {
