@@ -73,3 +73,12 @@ export const edgeNumberTexts = [
   '86400001', '86400000', '99', '100', '0x10', '01', '.5', '1.', 'NaN', 'Infinity', '-Infinity', '-', '+1', '"NaN"',
   '"1e308"', '"-0"', '1.0', '1e0', '-0.0',
 ] as const;
+
+/** A name the schema accepts (PROTOCOL §3: `[A-Za-z0-9._:/-]`, no empty, `.` or `..` segment),
+ *  of at most `lengthMax` characters, often with several segments. */
+export function validName(lengthMax: number): fc.Arbitrary<string> {
+  const segment = fc.string({ unit: fc.constantFrom(...'aZ09._:-'.split('')), minLength: 1, maxLength: 12 })
+    .filter((s) => s !== '.' && s !== '..');
+  return fc.array(segment, { minLength: 1, maxLength: 6 }).map((parts) => parts.join('/').slice(0, lengthMax))
+    .filter((name) => !name.endsWith('/') && name.split('/').every((s) => s !== '.' && s !== '..'));
+}

@@ -3,6 +3,7 @@
 // with: the node did not crash (no uncaught exception, no error logged, still serving), and a
 // fresh, well-behaved client can still take and give back a lock promptly, with a token larger
 // than the last probe's (fencing holds across everything the fuzzer did).
+import * as fc from 'fast-check';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -24,6 +25,9 @@ export class FuzzNode {
   private probe = new AvailabilityProbe();
   /** Every token seen for every lock on this node, across cases (see TokenLedger). */
   ledger = new TokenLedger();
+  /** The case that ran last, and whether its node's breakage was reported already. */
+  private lastCase: unknown = null;
+  private reported = false;
   private readonly onCrash = (error: unknown): void => {
     this.crashes.push(error instanceof Error ? `${error.name}: ${error.message}\n${error.stack ?? ''}` : String(error));
   };
@@ -70,12 +74,20 @@ export class FuzzNode {
   }
 
   /** A node that crashed or stopped serving is replaced, so that later cases (and shrinking)
-   *  start from a working one. */
+   *  start from a working one. A node that broke after the last case passed its checks (in the
+   *  background, later than the checks looked) is not replaced silently: that is a failure, of
+   *  the case before, which the error names. */
   async ensureHealthy(): Promise<void> {
     if (this.node !== undefined && this.node.serving && !this.broken()) return;
+    if (this.node !== undefined && !this.reported) {
+      this.reported = true;
+      const what = this.crashes[0] ?? JSON.stringify(this.errors()[0] ?? 'it stopped serving').slice(0, 1000);
+      throw new Error(`the node broke after the previous case passed its checks: ${what}; that case was ${fc.stringify(this.lastCase).slice(0, 2000)}`);
+    }
     await this.stop();
     this.crashes.length = 0;
     this.warnings.length = 0;
+    this.reported = false;
     await this.start();
   }
 
@@ -84,14 +96,15 @@ export class FuzzNode {
     return this.crashes.length > 0 || this.errors().length > 0;
   }
 
-  /** Runs one case, then checks the node's health. A case that fails because the node broke
-   *  under it reports the crash, not its symptom. */
-  async runCase(body: () => Promise<unknown>): Promise<void> {
+  /** Runs one case (`value` names it in a later report), then checks the node's health. A case
+   *  that fails because the node broke under it reports the breakage, not its symptom. */
+  async runCase(value: unknown, body: () => Promise<unknown>): Promise<void> {
     await this.ensureHealthy();
+    this.lastCase = value;
     try {
       await body();
     } catch (error) {
-      if (this.broken()) await this.checkHealth();
+      if (this.broken()) this.throwIfBroken();
       throw error;
     }
     await this.checkHealth();
@@ -103,11 +116,21 @@ export class FuzzNode {
 
   /** Throws unless the node is alive, logged no error and serves a fresh client promptly. */
   async checkHealth(): Promise<void> {
-    if (this.crashes.length > 0) throw new Error(`the node crashed: ${this.crashes[0]}`);
-    const errors = this.errors();
-    if (errors.length > 0) throw new Error(`the node logged an error: ${JSON.stringify(errors[0]).slice(0, 1000)}`);
-    if (this.node === undefined || !this.node.serving) throw new Error('the node stopped serving');
+    this.throwIfBroken();
     await this.probe.run(this.port);
+    // What a case set off in the background (a file written after an append) fails a turn of
+    // the event loop later.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    this.throwIfBroken();
+  }
+
+  private throwIfBroken(): void {
+    const fault = this.crashes.length > 0 ? `the node crashed: ${this.crashes[0]}`
+      : this.errors().length > 0 ? `the node logged an error: ${JSON.stringify(this.errors()[0]).slice(0, 1000)}`
+        : this.node === undefined || !this.node.serving ? 'the node stopped serving' : null;
+    if (fault === null) return;
+    this.reported = true;
+    throw new Error(fault);
   }
 }
 

@@ -11,6 +11,7 @@
 import * as fc from 'fast-check';
 import { Prng } from '../core/prng';
 import { errorCodes } from '../protocol/errors';
+import { noKnownBugs, type KnownBugs } from './known-bugs';
 import { expectationOf, LineGenerator, type Expectation } from './raw-lines';
 import { WireSocket, type Message } from './wire';
 
@@ -29,8 +30,8 @@ export interface LinesCase {
   tail: { conn: number; seed: number } | null;
   chunkSeed: number;
   /** One more connection that opens with a peer hello from a member the node does not know:
-   *  `refused` sends a whole hello line, `unbounded` (a known bug, see linesCase) never ends
-   *  its hello line. */
+   *  `refused` sends a whole hello line, `unbounded` (known bug peer-hello-unbounded) never
+   *  ends its hello line. */
   imposter: 'none' | 'refused' | 'unbounded';
 }
 
@@ -59,15 +60,9 @@ export class TokenLedger {
   }
 }
 
-/**
- * `knownBugs` also draws the cases that reproduce reported bugs (and runPlans holds lines to
- * strict UTF-8, see PlanOptions.strictUtf8):
- * - a connection that starts like a peer hello may send up to 256 MiB (peer-transport.ts
- *   peerFrameBytesMax) before it is refused, so a stranger can make a node buffer that much
- *   per connection.
- */
-export function linesCase(knownBugs = false): fc.Arbitrary<LinesCase> {
-  const imposters = knownBugs ? (['refused', 'unbounded'] as const) : (['refused'] as const);
+/** With the known bug peer-hello-unbounded, also an imposter that never ends its hello. */
+export function linesCase(bugs: KnownBugs = noKnownBugs): fc.Arbitrary<LinesCase> {
+  const imposters = bugs.has('peer-hello-unbounded') ? (['refused', 'unbounded'] as const) : (['refused'] as const);
   return fc.record({
     connections: fc.integer({ min: 1, max: 4 }),
     lines: fc.array(fc.record({ conn: fc.nat(3), seed: fc.nat(), crlf: fc.boolean() }), { minLength: 1, maxLength: 24 }),
@@ -207,10 +202,8 @@ export interface PlanOptions {
   interrupted?: () => boolean;
   /** Shared by the cases of one node; a fresh one by default. */
   ledger?: TokenLedger;
-  /** A known bug (reported): the TCP front door decodes a line that is not UTF-8 with U+FFFD
-   *  in place of the bad bytes and serves it, so `"client_id":"a\xff"` and `"a\xfe"` are one
-   *  client, and an append stores other bytes than were sent; HTTP answers bad_request. With
-   *  this on, such a line is owed bad_request with id null. */
+  /** A line that is not UTF-8 is owed bad_request with id null (the known bug non-utf8-lines:
+   *  today the node serves it with U+FFFD in place of the bad bytes). */
   strictUtf8?: boolean;
 }
 

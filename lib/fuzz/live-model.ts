@@ -7,7 +7,9 @@
 // their own connections when a holder lets go), and each file's contents. Tokens of every lock
 // must only grow. Shrinking gives the shortest sequence of requests that goes wrong.
 import * as fc from 'fast-check';
-import { awkwardString } from './arbitraries';
+import { nameLengthMax } from '../core/limits';
+import { awkwardString, validName } from './arbitraries';
+import type { KnownBugs } from './known-bugs';
 import { probeTimeoutMs } from './fuzz-node';
 import { WireSocket, type Message } from './wire';
 
@@ -16,15 +18,8 @@ const lockCount = 2;
 const fileCount = 2;
 
 export interface ModelOptions {
-  /**
-   * Also run the steps that reproduce bugs already reported and not fixed yet, so that the
-   * default run stays green and `--known-bugs` shows them:
-   * - a keepalive naming a client whose session lives on another connection is answered
-   *   `unavailable` ("the session ended") instead of `client_mismatch`, and it still keeps that
-   *   session alive (replica.ts adds the client to the next `touch` without checking the
-   *   connection).
-   */
-  knownBugs?: boolean;
+  /** Also draw the steps that reproduce these reported bugs (keepalive-stranger, long-file-name). */
+  knownBugs?: KnownBugs;
   /** fast-check's replayPath of a failing command sequence (printed with it). */
   replayPath?: string;
 }
@@ -55,10 +50,14 @@ export class LiveNode {
   readonly filesNames: string[];
   private readonly strangers: WireSocket[] = [];
 
-  constructor(readonly port: number, serial: number, clientSuffixes: readonly string[]) {
-    this.clients = clientSuffixes.map((suffix, i) => `m${serial}-c${i}${suffix}`);
+  constructor(readonly port: number, serial: number, world: ModelWorld) {
+    this.clients = world.clients.map((suffix, i) => `m${serial}-c${i}${suffix}`);
     this.locks = Array.from({ length: lockCount }, (_, i) => `m${serial}-L${i}`);
-    this.filesNames = Array.from({ length: fileCount }, (_, i) => `m${serial}/f${i}`);
+    // Each case has files of its own: the prefix keeps them apart, the rest is drawn.
+    this.filesNames = world.files.map((name, i) => {
+      const prefix = `m${serial}/f${i}`;
+      return name === 'longest' ? `${prefix}-${'x'.repeat(nameLengthMax - prefix.length - 1)}` : `${prefix}/${name}`.slice(0, nameLengthMax);
+    });
   }
 
   async open(): Promise<void> {
@@ -435,7 +434,7 @@ export function modelSteps(options: ModelOptions = {}): fc.Arbitrary<Step[]> {
   const l = fc.nat(lockCount - 1);
   const f = fc.nat(fileCount - 1);
   const choice = fc.constantFrom<TokenChoice>('current', 'current', 'none', 'earlier', 'never');
-  const strangerActions = options.knownBugs === true
+  const strangerActions = options.knownBugs?.has('keepalive-stranger') === true
     ? fc.constantFrom('preempt' as const, 'release' as const, 'hello' as const, 'bye' as const, 'keepalive' as const)
     : fc.constantFrom('preempt' as const, 'release' as const, 'hello' as const, 'bye' as const);
   const take = fc.tuple(c, l, fc.constantFrom('preempt' as const, 'acquire_now' as const, 'acquire_wait' as const, 'acquire_wait' as const))
@@ -461,8 +460,15 @@ export function modelSteps(options: ModelOptions = {}): fc.Arbitrary<Step[]> {
 let serial = 0;
 
 /** Runs one sequence of steps against the node on `port`; throws on the first disagreement. */
-export async function runModelCase(port: number, suffixes: readonly string[], steps: Iterable<Step>): Promise<void> {
-  const real = new LiveNode(port, ++serial, suffixes);
+/** The names of one case: a suffix per client id (awkward unicode allowed), and per file the
+ *  rest of a valid name ('longest' makes it 256 characters, a known bug). */
+export interface ModelWorld {
+  clients: string[];
+  files: string[];
+}
+
+export async function runModelCase(port: number, world: ModelWorld, steps: Iterable<Step>): Promise<void> {
+  const real = new LiveNode(port, ++serial, world);
   await real.open();
   try {
     await fc.asyncModelRun(() => ({ model: new LockModel(), real }), steps);
@@ -471,6 +477,10 @@ export async function runModelCase(port: number, suffixes: readonly string[], st
   }
 }
 
-export function clientSuffixes(): fc.Arbitrary<string[]> {
-  return fc.array(awkwardString(0, 6), { minLength: clientCount, maxLength: clientCount });
+export function modelWorld(options: ModelOptions = {}): fc.Arbitrary<ModelWorld> {
+  const file = options.knownBugs?.has('long-file-name') === true ? fc.oneof(validName(100), fc.constant('longest')) : validName(100);
+  return fc.record({
+    clients: fc.array(awkwardString(0, 6), { minLength: clientCount, maxLength: clientCount }),
+    files: fc.array(file, { minLength: fileCount, maxLength: fileCount }),
+  });
 }

@@ -1,19 +1,20 @@
 // The fuzzer's command line:
 //
-//   npm run fuzz -- --cases N [--seed S] [--target state-machine|lines|model ...] [--known-bugs]
+//   npm run fuzz -- --cases N [--seed S] [--target state-machine|lines|model ...] [--known-bug NAME ...]
 //   npm run fuzz -- --target T --seed S --path P [--replay-path R]     replays one failing case
 //
 // N cases are split over the targets (half to the pure state machine, the rest to a live node
 // started in this process). It prints SEED= first, a progress line per chunk, every failure with
 // the command that replays it, and a summary (cases, failures, seconds). Exit 0 when nothing
-// failed, 1 when something did, 2 for bad flags. `--known-bugs` also draws the cases that
-// reproduce bugs reported and not fixed yet (listed at linesCase and ModelOptions.knownBugs).
+// failed, 1 when something did, 2 for bad flags. `--known-bug NAME` (or `--known-bugs` for all)
+// also draws the cases that reproduce a bug reported and not fixed yet (lib/fuzz/known-bugs.ts).
 import { randomInt } from 'node:crypto';
+import { knownBugNames, knownBugs, type KnownBug } from './known-bugs';
 import { formatFailure } from './report';
 import { runFuzz, targetNames, type FuzzOptions, type TargetName } from './targets';
 
 function usage(message: string): never {
-  process.stderr.write(`fuzz: ${message}\nusage: npm run fuzz -- [--cases N] [--seed S] [--target ${targetNames.join('|')}]... [--known-bugs] [--path P [--replay-path R]]\n`);
+  process.stderr.write(`fuzz: ${message}\nusage: npm run fuzz -- [--cases N] [--seed S] [--target ${targetNames.join('|')}]... [--known-bug ${knownBugNames.join('|')}]... [--known-bugs] [--path P [--replay-path R]]\n`);
   process.exit(2);
 }
 
@@ -31,6 +32,7 @@ function text(name: string, value: string | undefined): string {
 export function parseFuzzFlags(argv: readonly string[]): FuzzOptions {
   const options: FuzzOptions = { cases: 1000, seed: randomInt(0, 2 ** 31), targets: [] };
   const targets: TargetName[] = [];
+  const bugs = new Set<KnownBug>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     const value = (): string | undefined => argv[++i];
@@ -39,7 +41,13 @@ export function parseFuzzFlags(argv: readonly string[]): FuzzOptions {
       case '--seed': options.seed = integer(arg, value(), 0); break;
       case '--path': options.path = text(arg, value()); break;
       case '--replay-path': options.replayPath = text(arg, value()); break;
-      case '--known-bugs': options.knownBugs = true; break;
+      case '--known-bugs': for (const bug of knownBugNames) bugs.add(bug); break;
+      case '--known-bug': {
+        const bug = text(arg, value());
+        if (!(knownBugNames as readonly string[]).includes(bug)) usage(`--known-bug must be one of ${knownBugNames.join(', ')}, got ${bug}`);
+        bugs.add(bug as KnownBug);
+        break;
+      }
       case '--target': {
         const target = value();
         for (const t of text(arg, target).split(',')) {
@@ -52,6 +60,7 @@ export function parseFuzzFlags(argv: readonly string[]): FuzzOptions {
     }
   }
   options.targets = targets.length > 0 ? [...new Set(targets)] : [...targetNames];
+  options.knownBugs = bugs;
   if (options.path !== undefined && options.targets.length !== 1) usage('--path replays one case: name its --target');
   return options;
 }
@@ -61,7 +70,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   const out = (line: string): void => {
     process.stdout.write(`${line}\n`);
   };
-  out(`SEED=${options.seed} cases=${options.cases} targets=${options.targets.join(',')}${options.knownBugs === true ? ' known-bugs' : ''}`);
+  out(`SEED=${options.seed} cases=${options.cases} targets=${options.targets.join(',')}`);
+  for (const bug of options.knownBugs ?? []) out(`known bug ${bug}: ${knownBugs[bug]}`);
   const summary = await runFuzz({ ...options, log: out });
   for (const failed of summary.failures) out(formatFailure(failed));
   for (const r of summary.results) out(`  ${r.target}: ${r.cases} cases, ${r.failure === null ? 0 : 1} failures, ${r.seconds.toFixed(1)} s (${(r.cases / Math.max(r.seconds, 0.001)).toFixed(0)} cases/s)`);

@@ -4,8 +4,9 @@
 // shrunk case, which replay it exactly with `--target T --seed S --path P`.
 import * as fc from 'fast-check';
 import { FuzzNode } from './fuzz-node';
+import { noKnownBugs, type KnownBugs } from './known-bugs';
 import { linesCase, runLinesCase, type LinesCase } from './live-lines';
-import { clientSuffixes, modelSteps, runModelCase, type ModelOptions } from './live-model';
+import { modelSteps, modelWorld, runModelCase, type ModelOptions, type ModelWorld } from './live-model';
 import { runAsyncTarget, runTarget, type TargetResult } from './report';
 import { stateMachineProperty } from './state-machine-fuzz';
 
@@ -16,12 +17,13 @@ export type TargetName = (typeof targetNames)[number];
 const shares: Record<TargetName, number> = { 'state-machine': 0.5, lines: 0.3, model: 0.2 };
 const chunkCases = 1000;
 
-export function liveLinesProperty(node: FuzzNode, knownBugs = false): fc.IAsyncProperty<[LinesCase]> {
-  return fc.asyncProperty(linesCase(knownBugs), (c) => node.runCase(() => runLinesCase(node.port, c, { interrupted: () => node.broken(), ledger: node.ledger, strictUtf8: knownBugs })));
+export function liveLinesProperty(node: FuzzNode, bugs: KnownBugs = noKnownBugs): fc.IAsyncProperty<[LinesCase]> {
+  const options = { interrupted: () => node.broken(), strictUtf8: bugs.has('non-utf8-lines') };
+  return fc.asyncProperty(linesCase(bugs), (c) => node.runCase(c, () => runLinesCase(node.port, c, { ...options, ledger: node.ledger })));
 }
 
-export function liveModelProperty(node: FuzzNode, options: ModelOptions = {}): fc.IAsyncProperty<[string[], Iterable<unknown>]> {
-  return fc.asyncProperty(clientSuffixes(), modelSteps(options), (suffixes, steps) => node.runCase(() => runModelCase(node.port, suffixes, steps)));
+export function liveModelProperty(node: FuzzNode, options: ModelOptions = {}): fc.IAsyncProperty<[ModelWorld, Iterable<unknown>]> {
+  return fc.asyncProperty(modelWorld(options), modelSteps(options), (world, steps) => node.runCase([world, steps], () => runModelCase(node.port, world, steps)));
 }
 
 export interface FuzzOptions {
@@ -31,7 +33,7 @@ export interface FuzzOptions {
   /** Replay one case: needs exactly one target and the seed of its chunk. */
   path?: string;
   replayPath?: string;
-  knownBugs?: boolean;
+  knownBugs?: KnownBugs;
   log?: (line: string) => void;
 }
 
@@ -61,12 +63,13 @@ function chunkSeed(seed: number, target: TargetName, chunk: number): number {
 
 async function runChunk(target: TargetName, node: FuzzNode, options: FuzzOptions, cases: number, seed: number): Promise<TargetResult> {
   const run = { cases, seed, ...(options.path === undefined ? {} : { path: options.path }) };
-  const modelOptions = { knownBugs: options.knownBugs === true, ...(options.replayPath === undefined ? {} : { replayPath: options.replayPath }) };
+  const bugs = options.knownBugs ?? noKnownBugs;
+  const modelOptions = { knownBugs: bugs, ...(options.replayPath === undefined ? {} : { replayPath: options.replayPath }) };
   const result = target === 'state-machine' ? runTarget(target, stateMachineProperty(), run)
-    : target === 'lines' ? await runAsyncTarget(target, liveLinesProperty(node, options.knownBugs === true), run)
+    : target === 'lines' ? await runAsyncTarget(target, liveLinesProperty(node, bugs), run)
       : await runAsyncTarget(target, liveModelProperty(node, modelOptions), run);
   // The replay must draw its case the same way.
-  if (result.failure !== null && options.knownBugs === true) result.failure.replay += ' --known-bugs';
+  if (result.failure !== null) result.failure.replay += [...bugs].map((bug) => ` --known-bug ${bug}`).join('');
   return result;
 }
 
