@@ -6,7 +6,8 @@
 //     empty line or an unterminated tail; every line the node sends is JSON;
 //   - a line over 65536 bytes gets frame_too_large (id null) and the connection closes, after the
 //     answers to the bad lines before it; a connection is never closed otherwise;
-//   - a connection posing as a peer with an unknown id gets nothing and is closed.
+//   - a connection posing as a peer with an unknown id gets nothing and is closed;
+//   - every answer that shows a lock's token shows the one owner of that grant (TokenLedger).
 // The node's health (no crash, serves a fresh client) is checked by the caller after each case.
 import * as fc from 'fast-check';
 import { Prng } from '../core/prng';
@@ -156,7 +157,9 @@ function checkConnection(socket: WireSocket, owed: Owed, where: string, stats: L
   });
   if (owed.closes) {
     const tooLarge = answers.filter((a) => codeOf(a) === 'frame_too_large');
-    if (tooLarge.length !== 1 || tooLarge[0]?.['id'] !== null) fail(`${where}: expected one frame_too_large with id null, got ${JSON.stringify(tooLarge).slice(0, 300)}`);
+    if (tooLarge.length !== 1 || tooLarge[0]?.['id'] !== null) {
+      fail(`${where}: expected one frame_too_large with id null, got ${JSON.stringify(tooLarge).slice(0, 300)} (socket error ${socket.error}; received ${JSON.stringify(socket.received).slice(0, 300)})`);
+    }
     if (!socket.closed) fail(`${where}: the connection stayed open after frame_too_large`);
     answers = answers.filter((a) => codeOf(a) !== 'frame_too_large');
   } else if (socket.closed) {

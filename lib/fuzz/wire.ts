@@ -11,6 +11,8 @@ export class WireSocket {
   /** Lines the node sent that are not JSON objects (a finding in themselves). */
   readonly unparsable: string[] = [];
   private closedFlag = false;
+  /** The socket error that ended the connection, if any (ECONNRESET: the node reset it). */
+  error: string | null = null;
   private buffer = '';
   private readonly watchers = new Set<() => void>();
   private nextId = 1;
@@ -19,7 +21,9 @@ export class WireSocket {
     socket.setNoDelay(true);
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => this.onData(chunk));
-    socket.on('error', () => undefined);
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      this.error = err.code ?? err.message;
+    });
     socket.once('close', () => {
       this.closedFlag = true;
       this.notify();
