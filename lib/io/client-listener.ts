@@ -75,7 +75,7 @@ class TcpConnection implements ClientConnection {
   }
 
   private send(line: string): void {
-    if (this.socket.destroyed) return;
+    if (this.socket.destroyed || this.socket.writableEnded) return;
     this.out.push(line);
     if (!this.scheduled) {
       this.scheduled = true;
@@ -85,7 +85,7 @@ class TcpConnection implements ClientConnection {
 
   private flush(): void {
     this.scheduled = false;
-    if (this.out.length === 0 || this.socket.destroyed) return;
+    if (this.out.length === 0 || this.socket.destroyed || this.socket.writableEnded) return;
     const text = this.out.length === 1 ? `${this.out[0]}\n` : `${this.out.join('\n')}\n`;
     this.out = [];
     this.socket.write(text);
