@@ -49,30 +49,55 @@ export interface ClientListener {
 class TcpConnection implements ClientConnection {
   readonly kind = 'tcp' as const;
   private out: string[] = [];
+  /** Characters in `out` (plus newlines): answers made in this turn, not yet written. */
+  private outChars = 0;
   private scheduled = false;
   /** Requests handed to the node and not answered yet. */
   inFlight = 0;
 
-  constructor(private readonly socket: net.Socket, private readonly onFlushed: () => void) {}
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly onFlushed: () => void,
+    /** Called (once; the socket is then destroyed) when the answers queued for a client that
+     *  does not read them pass outputBytesCutMax. */
+    private readonly onTooFarBehind: (queued: number) => void,
+  ) {}
 
   /** The node's answer to a request it was handed. */
   answer(id: RequestId | null, answer: Answer): void {
     this.inFlight--;
+    // Nothing to encode for a closed socket (a cut-off client may have thousands of answers,
+    // each a whole file, still coming).
+    if (this.socket.destroyed) return;
     this.send(JSON.stringify({ id, ...answer }));
   }
 
   /** The front door's own answer to a line it did not hand to the node. */
   refuse(id: RequestId | null, answer: Answer): void {
+    if (this.socket.destroyed) return;
     this.send(JSON.stringify({ id, ...answer }));
   }
 
   push(event: PushEvent): void {
+    if (this.socket.destroyed) return;
     this.send(JSON.stringify(event));
   }
 
   private send(line: string): void {
     if (this.socket.destroyed) return;
+    // Checked for every answer, not after the flush: up to pendingPerConnection answers can be
+    // made in one turn (a batch of reads of a large file), and holding them all first can take
+    // gigabytes or pass the longest string V8 can join.
+    const queued = this.socket.writableLength + this.outChars + line.length + 1;
+    if (queued > outputBytesCutMax) {
+      this.out = [];
+      this.outChars = 0;
+      this.onTooFarBehind(queued);
+      this.socket.destroy();
+      return;
+    }
     this.out.push(line);
+    this.outChars += line.length + 1;
     if (!this.scheduled) {
       this.scheduled = true;
       queueMicrotask(() => this.flush());
@@ -84,6 +109,7 @@ class TcpConnection implements ClientConnection {
     if (this.out.length === 0 || this.socket.destroyed) return;
     const text = this.out.length === 1 ? `${this.out[0]}\n` : `${this.out.join('\n')}\n`;
     this.out = [];
+    this.outChars = 0;
     this.socket.write(text);
     this.onFlushed();
   }
@@ -143,15 +169,13 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
     let paused = false;
     const connection = new TcpConnection(socket, () => {
       // Backpressure: a client that does not read its answers stops being read, so it cannot
-      // make the node buffer without bound; one far behind is cut off.
-      const queued = socket.writableLength;
-      if (queued > outputBytesCutMax) {
-        logger.warn('client_cut_off', { reason: 'not reading its answers', queued_bytes: queued });
-        socket.destroy();
-      } else if (queued > limits.outputBytesMax && !paused) {
+      // make the node buffer without bound; one far behind is cut off (in send).
+      if (socket.writableLength > limits.outputBytesMax && !paused) {
         paused = true;
         socket.pause();
       }
+    }, (queued) => {
+      logger.warn('client_cut_off', { reason: 'not reading its answers', queued_bytes: queued });
     });
     socket.on('drain', () => {
       if (!paused) return;

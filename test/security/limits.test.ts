@@ -151,6 +151,33 @@ describe('security: limits', function () {
       expect(answers).to.equal(requests);
       hostile.destroy();
     });
+
+    it('cuts off a client that pipelines reads of a large file and never reads, and stays up', async () => {
+      // 4096 reads of a 1 MiB file answered in one turn are 4 GiB of answers: the node must cut
+      // the client off as its queue passes the bound, not build them all (and fall over).
+      const owner = await connectRaw(node.port);
+      const ownerId = randomUUID();
+      const file = `big-${randomUUID()}`;
+      const granted = await owner.request({ action: 'preempt', lock_name: file, client_id: ownerId });
+      expect(granted).to.include({ ok: true });
+      const part = 'x'.repeat(60000);
+      for (let size = 0; size < 1024 * 1024; size += part.length) {
+        const appended = await owner.request({ action: 'append', file, data: part, lock_name: file, token: granted['token'], client_id: ownerId });
+        expect(appended).to.include({ ok: true });
+      }
+      const hostile = net.connect(node.port, '127.0.0.1');
+      await new Promise((resolve) => hostile.once('connect', resolve));
+      hostile.pause(); // never read
+      hostile.on('error', () => undefined);
+      const lines: string[] = [];
+      for (let i = 1; i <= 4096; i++) lines.push(`{"id":${i},"action":"read","file":"${file}"}\n`);
+      hostile.write(lines.join(''));
+      expect(await closedWithin(hostile, 15000), 'the node cut the client off').to.equal(true);
+      expect(node.exited, 'the node is still running').to.equal(false);
+      expect(await owner.request({ action: 'status' }, 10000)).to.include({ ok: true });
+      expect(node.logs().some((entry) => entry['event'] === 'client_cut_off')).to.equal(true);
+      owner.close();
+    });
   });
 
   describe('bounds of the replicated state, over the wire', () => {
