@@ -46,17 +46,39 @@ export interface ClientListener {
   close(): Promise<void>;
 }
 
+/** What an answer is counted as before it is encoded: a read's data whole, plus this. Names
+ *  are at most 256 characters and messages short, so it is an upper bound for all the rest. */
+const answerCharsAllowance = 1024;
+
+interface Queued {
+  /** undefined for a pushed event (it has no id). */
+  id: RequestId | null | undefined;
+  body: Answer | PushEvent;
+  chars: number;
+}
+
+/**
+ * Answers wait here unencoded and are encoded only as the client takes them: at most
+ * `aheadMax` bytes beyond what the socket already holds. A client that does not read keeps
+ * its answers as they were made (a read's data is the file's own string, shared), costs no
+ * encoding, and is cut off once what it has not taken passes outputBytesCutMax. Encoding them
+ * all at once (up to pendingPerConnection reads of a file) could take gigabytes and seconds of
+ * one turn, long enough for the followers to start an election.
+ */
 class TcpConnection implements ClientConnection {
   readonly kind = 'tcp' as const;
-  private out: string[] = [];
-  /** Characters in `out` (plus newlines): answers made in this turn, not yet written. */
-  private outChars = 0;
+  private queue: Array<Queued | undefined> = [];
+  private head = 0;
+  /** The chars counted for the answers in `queue` from `head` on. */
+  private queuedChars = 0;
   private scheduled = false;
   /** Requests handed to the node and not answered yet. */
   inFlight = 0;
 
   constructor(
     private readonly socket: net.Socket,
+    private readonly aheadMax: number,
+    /** Called after every flush: the listener pauses reading a client with a backlog. */
     private readonly onFlushed: () => void,
     /** Called (once; the socket is then destroyed) when the answers queued for a client that
      *  does not read them pass outputBytesCutMax. */
@@ -66,57 +88,85 @@ class TcpConnection implements ClientConnection {
   /** The node's answer to a request it was handed. */
   answer(id: RequestId | null, answer: Answer): void {
     this.inFlight--;
-    // Nothing to encode for a closed socket (a cut-off client may have thousands of answers,
-    // each a whole file, still coming).
-    if (this.socket.destroyed) return;
-    this.send(JSON.stringify({ id, ...answer }));
+    this.enqueue(id, answer);
   }
 
   /** The front door's own answer to a line it did not hand to the node. */
   refuse(id: RequestId | null, answer: Answer): void {
-    if (this.socket.destroyed) return;
-    this.send(JSON.stringify({ id, ...answer }));
+    this.enqueue(id, answer);
   }
 
   push(event: PushEvent): void {
-    if (this.socket.destroyed) return;
-    this.send(JSON.stringify(event));
+    this.enqueue(undefined, event);
   }
 
-  private send(line: string): void {
+  /** Bytes the client has not taken: in the socket, and (counted) still to encode. */
+  backlog(): number {
+    return this.socket.writableLength + this.queuedChars;
+  }
+
+  private enqueue(id: RequestId | null | undefined, body: Answer | PushEvent): void {
     if (this.socket.destroyed) return;
-    // Checked for every answer, not after the flush: up to pendingPerConnection answers can be
-    // made in one turn (a batch of reads of a large file), and holding them all first can take
-    // gigabytes or pass the longest string V8 can join.
-    const queued = this.socket.writableLength + this.outChars + line.length + 1;
+    const data = (body as { data?: unknown }).data;
+    const chars = answerCharsAllowance + (typeof data === 'string' ? data.length : 0);
+    const queued = this.backlog() + chars;
     if (queued > outputBytesCutMax) {
-      this.out = [];
-      this.outChars = 0;
+      this.queue = [];
+      this.head = 0;
+      this.queuedChars = 0;
       this.onTooFarBehind(queued);
       this.socket.destroy();
       return;
     }
-    this.out.push(line);
-    this.outChars += line.length + 1;
+    this.queue.push({ id, body, chars });
+    this.queuedChars += chars;
     if (!this.scheduled) {
       this.scheduled = true;
-      queueMicrotask(() => this.flush());
+      queueMicrotask(() => this.flush(this.aheadMax));
     }
   }
 
-  private flush(): void {
+  /** Encodes and writes queued answers while the socket holds less than `aheadMax` (so at
+   *  least one when it holds less, however large). */
+  private flush(aheadMax: number): void {
     this.scheduled = false;
-    if (this.out.length === 0 || this.socket.destroyed) return;
-    const text = this.out.length === 1 ? `${this.out[0]}\n` : `${this.out.join('\n')}\n`;
-    this.out = [];
-    this.outChars = 0;
-    this.socket.write(text);
+    if (this.socket.destroyed) return;
+    const lines: string[] = [];
+    let chars = 0;
+    while (this.head < this.queue.length && this.socket.writableLength + chars < aheadMax) {
+      const q = this.queue[this.head] as Queued;
+      this.queue[this.head++] = undefined;
+      this.queuedChars -= q.chars;
+      const line = JSON.stringify(q.id === undefined ? q.body : { id: q.id, ...q.body });
+      lines.push(line);
+      chars += line.length + 1;
+    }
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    let full = this.socket.writableLength >= this.socket.writableHighWaterMark;
+    if (lines.length > 0) full = !this.socket.write(lines.length === 1 ? `${lines[0]}\n` : `${lines.join('\n')}\n`);
+    // A full socket says 'drain' (drained() goes on from there); one that took everything does
+    // not, so the rest goes in a later turn, after other connections had theirs.
+    if (this.head < this.queue.length && !full && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush(this.aheadMax));
+    }
     this.onFlushed();
+  }
+
+  /** The socket took what it held: encode and write more. */
+  drained(): void {
+    if (this.head < this.queue.length && !this.scheduled) this.flush(this.aheadMax);
   }
 
   /** Writes what is queued, then closes (frame_too_large). */
   end(): void {
-    this.flush();
+    this.flush(Infinity);
     this.socket.end();
   }
 }
@@ -167,10 +217,10 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
       return;
     }
     let paused = false;
-    const connection = new TcpConnection(socket, () => {
+    const connection = new TcpConnection(socket, limits.outputBytesMax, () => {
       // Backpressure: a client that does not read its answers stops being read, so it cannot
-      // make the node buffer without bound; one far behind is cut off (in send).
-      if (socket.writableLength > limits.outputBytesMax && !paused) {
+      // make the node buffer without bound; one far behind is cut off (in enqueue).
+      if (connection.backlog() > limits.outputBytesMax && !paused) {
         paused = true;
         socket.pause();
       }
@@ -178,7 +228,8 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
       logger.warn('client_cut_off', { reason: 'not reading its answers', queued_bytes: queued });
     });
     socket.on('drain', () => {
-      if (!paused) return;
+      connection.drained();
+      if (!paused || connection.backlog() > limits.outputBytesMax) return;
       paused = false;
       socket.resume();
     });

@@ -178,6 +178,50 @@ describe('security: limits', function () {
       expect(node.logs().some((entry) => entry['event'] === 'client_cut_off')).to.equal(true);
       owner.close();
     });
+
+    it('delivers every answer to a client that pipelines many large reads and reads them', async () => {
+      // Answers are encoded as the client takes them, a megabyte ahead: all of them must still
+      // arrive, in order, whether the socket asks for more with 'drain' or took everything.
+      const owner = await connectRaw(node.port);
+      const ownerId = randomUUID();
+      const file = `big-${randomUUID()}`;
+      const granted = await owner.request({ action: 'preempt', lock_name: file, client_id: ownerId });
+      const part = 'y'.repeat(50000);
+      for (let i = 0; i < 6; i++) {
+        expect(await owner.request({ action: 'append', file, data: part, lock_name: file, token: granted['token'], client_id: ownerId })).to.include({ ok: true });
+      }
+      owner.close();
+      const reader = net.connect(node.port, '127.0.0.1');
+      await new Promise((resolve) => reader.once('connect', resolve));
+      const reads = 300;
+      const lines: string[] = [];
+      for (let i = 1; i <= reads; i++) lines.push(`{"id":${i},"action":"read","file":"${file}"}\n`);
+      lines.push(`{"id":"last","action":"status"}\n`);
+      reader.write(lines.join(''));
+      const ids: unknown[] = [];
+      let buffered = '';
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`only ${ids.length} answers`)), 30000);
+        reader.setEncoding('utf8');
+        reader.on('data', (text: string) => {
+          buffered += text;
+          const parts = buffered.split('\n');
+          buffered = parts.pop() ?? '';
+          for (const line of parts) {
+            const answer = JSON.parse(line) as { id: unknown; ok: boolean; data?: string };
+            expect(answer.ok).to.equal(true);
+            if (answer.id !== 'last') expect(answer.data?.length).to.equal(300000);
+            ids.push(answer.id);
+          }
+          if (ids.length === reads + 1) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+      });
+      expect(ids.filter((id) => id !== 'last').sort((a, b) => Number(a) - Number(b))).to.deep.equal(Array.from({ length: reads }, (_, i) => i + 1));
+      reader.destroy();
+    });
   });
 
   describe('bounds of the replicated state, over the wire', () => {
