@@ -177,6 +177,9 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
   /** Client connections, and sockets that have not yet shown whether they are peers. */
   const clients = new Map<net.Socket, ClientState>();
   const undecided = new Map<net.Socket, number>();
+  /** Silent sockets closed to make room since the last log line (logged at most every 10 s). */
+  let silentEvicted = 0;
+  let silentEvictedLoggedAt = -Infinity;
   const server = net.createServer((socket) => {
     socket.setNoDelay(true);
     socket.on('error', () => undefined);
@@ -186,12 +189,24 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
     }
     // Peers share the port, so a socket is not refused for the client bound before it has
     // said what it is; sockets still silent are bounded on their own and time out quickly.
+    // At the bound the oldest silent one makes room: clients and peers say their first line
+    // within milliseconds, so only sockets that stay silent are pushed out. (Refusing the new
+    // one instead let 1024 silent sockets lock every newcomer out, peers included.)
+    const now = performance.now();
     if (undecided.size >= undecidedSocketsMax) {
-      logger.warn('connection_refused', { reason: 'too many connections that have not sent a line' });
-      socket.destroy();
-      return;
+      const [oldest] = undecided.keys();
+      if (oldest !== undefined) {
+        undecided.delete(oldest);
+        oldest.destroy();
+      }
+      silentEvicted++;
+      if (now - silentEvictedLoggedAt >= undecidedTimeoutMs) {
+        logger.warn('silent_connections_closed', { reason: 'too many connections that have not sent a line', closed: silentEvicted });
+        silentEvicted = 0;
+        silentEvictedLoggedAt = now;
+      }
     }
-    undecided.set(socket, performance.now());
+    undecided.set(socket, now);
     // Decide from the first bytes whether this is a peer or a client.
     let head: Buffer = Buffer.alloc(0);
     const onFirst = (chunk: Buffer): void => {

@@ -4,7 +4,7 @@ import * as net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
 import { cleanupNodeProcesses, startNodeProcess, type NodeProcess } from '../helpers/node-process';
-import { connectRaw, errorOf, rawClientPool, sleep, type RawClient } from '../helpers/raw-client';
+import { connectRaw, errorOf, rawClientPool, sleep, waitFor, type RawClient } from '../helpers/raw-client';
 
 function closedWithin(socket: net.Socket, ms: number): Promise<boolean> {
   if (socket.destroyed) return Promise.resolve(true);
@@ -221,6 +221,46 @@ describe('security: limits', function () {
       });
       expect(ids.filter((id) => id !== 'last').sort((a, b) => Number(a) - Number(b))).to.deep.equal(Array.from({ length: reads }, (_, i) => i + 1));
       reader.destroy();
+    });
+  });
+
+  describe('silent connections', () => {
+    let node: NodeProcess;
+    const sockets: net.Socket[] = [];
+
+    before(async () => {
+      node = await startNodeProcess();
+    });
+
+    after(async () => {
+      for (const s of sockets.splice(0)) s.destroy();
+      await node?.stop();
+      await cleanupNodeProcesses();
+    });
+
+    it('serves a new client while more than 1024 connections stay silent, closing the oldest silent ones', async () => {
+      // Sockets that have not sent a line are bounded at 1024 (they may still turn out to be
+      // peers); past that the oldest makes room, so silence cannot lock newcomers out.
+      const closed: boolean[] = [];
+      for (let batch = 0; batch < 11; batch++) {
+        await Promise.all(Array.from({ length: 100 }, () => new Promise<void>((resolve) => {
+          const i = closed.push(false) - 1;
+          const s = net.connect(node.port, '127.0.0.1');
+          sockets.push(s);
+          s.on('error', () => undefined);
+          s.once('connect', () => resolve());
+          s.once('close', () => {
+            closed[i] = true;
+            resolve();
+          });
+        })));
+      }
+      const client = await connectRaw(node.port);
+      expect(await client.request({ action: 'status' }, 5000)).to.include({ ok: true });
+      client.close();
+      await waitFor(async () => closed.filter(Boolean).length, (n) => n >= 1100 - 1024, 5000);
+      expect(closed.slice(0, 50).every(Boolean), 'the oldest silent sockets were closed').to.equal(true);
+      expect(closed.slice(-50).some(Boolean), 'the newest silent sockets stay').to.equal(false);
     });
   });
 
