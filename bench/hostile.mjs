@@ -20,7 +20,8 @@
 //   slow      per node: --slow-conns connections that send a `status` line one byte per second,
 //             and --slow-conns that say hello and then trickle a `check` one byte per second
 //   idle      --idle-conns connections: half never send a byte, 40% sent one `status` and went
-//             quiet, 10% said hello and keep their session alive (keepalive every 3 s)
+//             quiet, 10% said hello and keep their session alive (keepalive every 3 s);
+//             spread over the nodes, or all on the leader with --idle-target leader
 //   flood     acquire with no timeout, as fast as possible: --flood-hot-sessions sessions queue
 //             on --flood-hot-locks hot locks (one holder each, forever), re-sending at once
 //             when refused; --flood-distinct-sessions sessions acquire fresh lock names with
@@ -35,7 +36,8 @@
 // p99 / baseline p99 (issue target <= 2), cycles/s, contended acquire p99, victim errors, each
 // node's VmRSS (/proc/PID/status) before / at the end / peak / after settling, and what the
 // hostile clients saw (answers by code, connections closed by the node, ...), the log entries
-// the cluster committed per second and the terms that passed (elections).
+// the cluster committed per second, the terms that passed (elections), and whether new clients
+// get in: every 500 ms a fresh connection to each node sends one status (failures, p99).
 // Results: a table on stdout, and hostile.jsonl + hostile.txt + the node logs in
 // bench/results/<date>-<time>-hostile/ (or --out). Every process started is stopped at the end,
 // also on error or Ctrl-C.
@@ -86,6 +88,7 @@ Victim latency and node memory under slow and hostile clients, 3-node latchkey o
   --pipeline-conns N         pipelining connections per node and action (default 1)
   --slow-conns N             slow connections per node and kind (default 20)
   --idle-conns N             idle connections in all (default 2000)
+  --idle-target WHERE        spread (over all nodes, default) or leader (all on the leader)
   --flood-hot-locks N        hot locks (default 4)
   --flood-hot-sessions N     sessions queueing on every hot lock (default 800)
   --flood-distinct-sessions N  sessions taking fresh locks (default 4)
@@ -103,7 +106,7 @@ Victim latency and node memory under slow and hostile clients, 3-node latchkey o
 function parseArgs(argv) {
   const o = {
     duration: 10, settle: 3, warmup: 2, phases: DEFAULT_PHASES, victims: 8, victimPaceMs: 10, contended: true,
-    readFileBytes: 1 << 20, pipelineConns: 1, slowConns: 20, idleConns: 2000,
+    readFileBytes: 1 << 20, pipelineConns: 1, slowConns: 20, idleConns: 2000, idleTarget: 'spread',
     floodHotLocks: 4, floodHotSessions: 800, floodDistinctSessions: 4, floodWindow: 256,
     hostileNice: 10, nodeArgs: DEFAULT_NODE_ARGS, nodeFlags: '', out: null, keep: false, verbose: false, samples: false,
     worker: null, spec: null,
@@ -123,6 +126,7 @@ function parseArgs(argv) {
       case '--pipeline-conns': o.pipelineConns = Math.floor(num(flag, val(), 0)); break;
       case '--slow-conns': o.slowConns = Math.floor(num(flag, val(), 0)); break;
       case '--idle-conns': o.idleConns = Math.floor(num(flag, val(), 0)); break;
+      case '--idle-target': o.idleTarget = val(); if (!['spread', 'leader'].includes(o.idleTarget)) usage('--idle-target is spread or leader'); break;
       case '--flood-hot-locks': o.floodHotLocks = Math.floor(num(flag, val(), 0)); break;
       case '--flood-hot-sessions': o.floodHotSessions = Math.floor(num(flag, val(), 0)); break;
       case '--flood-distinct-sessions': o.floodDistinctSessions = Math.floor(num(flag, val(), 0)); break;
@@ -617,7 +621,7 @@ function startWorker(kind, cluster, leader) {
   spec.label = kind;
   const workerKind = kind === 'pipeline-reconnect' ? 'pipeline' : kind;
   if (kind === 'slow') Object.assign(spec, { conns: o.slowConns });
-  if (kind === 'idle') Object.assign(spec, { conns: o.idleConns });
+  if (kind === 'idle') Object.assign(spec, { conns: o.idleConns, ...(o.idleTarget === 'leader' ? { ports: spec.ports.slice(0, 1) } : {}) });
   if (kind === 'flood') {
     Object.assign(spec, {
       hotLocks: o.floodHotLocks, hotSessions: o.floodHotSessions, distinctSessions: o.floodDistinctSessions, window: o.floodWindow,
@@ -695,7 +699,7 @@ function medianOf(xs) {
 }
 
 function table(rows, base) {
-  const head = ['phase', 'p50 ms', 'p99 ms', 'p99/base', 'max ms', 'cycles/s', 'contended p99', 'log/s', 'victim errors', 'leader', 'RSS MiB n1', 'n2', 'n3'];
+  const head = ['phase', 'p50 ms', 'p99 ms', 'p99/base', 'max ms', 'cycles/s', 'contended p99', 'log/s', 'victim errors', 'new conns failed', 'leader', 'RSS MiB n1', 'n2', 'n3'];
   const lines = [head];
   for (const r of rows) {
     const v = r.victims;
@@ -705,6 +709,7 @@ function table(rows, base) {
       base && v.p99 !== null ? `${(v.p99 / base).toFixed(2)}x` : '-', v.max?.toFixed(1) ?? '-',
       v.cycles_per_s.toFixed(0), v.contended_p99?.toFixed(1) ?? '-', r.entriesPerS === null ? '-' : r.entriesPerS.toFixed(0),
       Object.keys(v.errors).length ? Object.entries(v.errors).map(([k, n]) => `${k}:${n}`).join(' ') : '0',
+      `${r.probes.failed}/${r.probes.tries}`,
       `${r.leaderChanged ? `${r.leaderBefore}->${r.leaderAfter}` : r.leaderBefore}${r.elections ? ` (+${r.elections} terms)` : ''}`,
       rss('n1'), rss('n2'), rss('n3'),
     ]);
@@ -734,6 +739,15 @@ async function main() {
   // RSS of every node, every 200 ms.
   const rssSeries = [];
   const sampler = setInterval(() => rssSeries.push([now(), cluster.rss()]), 200);
+  // A fresh connection to every node every 500 ms, with one status: can new clients get in?
+  const probes = []; // [at, ok, ms]
+  const prober = setInterval(() => {
+    for (const id of cluster.ids) {
+      if (!cluster.alive(id)) continue;
+      const t = now();
+      nodeStatus(cluster.port[id], 2000).then(() => probes.push([t, true, now() - t]), () => probes.push([t, false, now() - t]));
+    }
+  }, 500);
   const victims = new Victims(LockClient, cluster);
   await victims.start();
   await sleep(o.warmup * 1000);
@@ -777,6 +791,9 @@ async function main() {
         for (const id of cluster.ids) if (r[id] !== null) peak[id] = Math.max(peak[id] ?? 0, r[id]);
       }
       const v = victims.window(t0, t1);
+      const inPhase = probes.filter(([t]) => t >= t0 && t < t1);
+      const probeMs = inPhase.filter(([, ok]) => ok).map(([, , ms]) => ms).sort((a, b) => a - b);
+      const probeStats = { tries: inPhase.length, failed: inPhase.filter(([, ok]) => !ok).length, p99_ms: round(percentile(probeMs, 0.99), 1) };
       if (o.samples) {
         const rowsCsv = victims.preempt.filter(([t]) => t >= t0 && t < t1).map(([t, ms]) => `${phase},${((t - t0) / 1000).toFixed(3)},${ms.toFixed(2)}`);
         fs.appendFileSync(path.join(out, 'samples.csv'), rowsCsv.join('\n') + '\n');
@@ -785,7 +802,7 @@ async function main() {
       const row = {
         phase, leaderBefore, leaderAfter, leaderChanged: leaderAfter !== leaderBefore, elections, entriesPerS,
         victims: v, rss: { before: rssBefore, end: rssEnd, peak, settled: rssSettled },
-        hostile: stats, readyErrors, loadSetupS: (t0 - tLoad) / 1000,
+        hostile: stats, readyErrors, loadSetupS: (t0 - tLoad) / 1000, probes: probeStats,
         deaths: cluster.deaths.slice(deathsBefore).map(d => ({ node: d.node, code: d.code, signal: d.signal })),
       };
       rows.push(row);
@@ -795,7 +812,7 @@ async function main() {
         p99_over_baseline: base && v.p99 !== null ? round(v.p99 / base, 2) : null,
         cycles_per_s: round(v.cycles_per_s, 1), samples: v.samples, log_entries_per_s: round(entriesPerS, 0),
         contended_p50_ms: round(v.contended_p50, 3), contended_p99_ms: round(v.contended_p99, 3),
-        victim_errors: v.errors, leader_before: leaderBefore, leader_after: leaderAfter, terms_passed: elections,
+        victim_errors: v.errors, new_connection_status: probeStats, leader_before: leaderBefore, leader_after: leaderAfter, terms_passed: elections,
         rss_kib: row.rss, node_deaths: row.deaths, load_setup_s: round(row.loadSetupS, 2), ready_errors: readyErrors,
         hostile: stats, node_args: o.nodeArgs, commit: gitRev(), node: process.version, cpus: os.cpus().length,
         ts: new Date().toISOString(),
@@ -808,6 +825,7 @@ async function main() {
     }
   } finally {
     clearInterval(sampler);
+    clearInterval(prober);
     await victims.stop();
   }
   const text = [
@@ -817,7 +835,8 @@ async function main() {
     table(rows, base),
     '',
     ...rows.flatMap(r => [
-      `${r.phase}:${r.deaths.length ? ` NODE DEATHS ${JSON.stringify(r.deaths)};` : ''}${r.readyErrors.length ? ` setup errors ${r.readyErrors.join('; ')};` : ''} load in place after ${r.loadSetupS.toFixed(1)} s`,
+      `${r.phase}:${r.deaths.length ? ` NODE DEATHS ${JSON.stringify(r.deaths)};` : ''}${r.readyErrors.length ? ` setup errors ${r.readyErrors.join('; ')};` : ''} load in place after ${r.loadSetupS.toFixed(1)} s;` +
+        ` status on a fresh connection: ${r.probes.failed} of ${r.probes.tries} failed, p99 ${r.probes.p99_ms ?? '-'} ms`,
       ...hostileSummary(r.hostile).map(p => `  ${p}`),
     ]),
   ].join('\n');
