@@ -26,10 +26,10 @@ import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Conn, nodeStatus, numberFlag, parseFlags, withTimeout as timeout } from './common.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const HELP = `usage: node bench/failover.mjs [flags]
@@ -63,20 +63,8 @@ function parseArgs(argv) {
     heartbeatMs: 50, electionTimeoutMs: 300, latchkeyArgs: '', ports: [17011, 17012, 17013],
     locks: 20, retryMinMs: 5, retryMaxMs: 10, trialTimeoutS: 30, stateDir: null, keep: false, verbose: false,
   };
-  const num = (flag, v, min = 0) => {
-    const n = Number(v);
-    if (!Number.isFinite(n) || n < min) usage(`${flag} needs a number >= ${min} (got '${v}')`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const eq = a.indexOf('=');
-    const flag = a.startsWith('--') && eq > 0 ? a.slice(0, eq) : a;
-    const val = () => {
-      if (a.startsWith('--') && eq > 0) return a.slice(eq + 1);
-      if (i + 1 >= argv.length) usage(`${flag} needs a value`);
-      return argv[++i];
-    };
+  const num = (flag, v, min = 0) => numberFlag(usage, flag, v, min);
+  parseFlags(argv, (flag, val) => {
     switch (flag) {
       case '-h': case '--help': process.stdout.write(HELP + '\n'); process.exit(0); break;
       case '--trials': o.trials = Math.floor(num(flag, val(), 1)); break;
@@ -95,9 +83,10 @@ function parseArgs(argv) {
       case '--state-dir': o.stateDir = path.resolve(val()); break;
       case '--keep': o.keep = true; break;
       case '--verbose': case '-v': o.verbose = true; break;
-      default: usage(`unknown flag ${a}`);
+      default: return false;
     }
-  }
+    return true;
+  }, usage);
   for (const s of o.systems) if (s !== 'latchkey' && s !== 'etcd') usage(`unknown system '${s}' (latchkey, etcd)`);
   if (o.ports.length !== 3) usage('--latchkey-ports needs three ports');
   if (o.retryMaxMs < o.retryMinMs) usage('--retry-max-ms must be >= --retry-min-ms');
@@ -126,14 +115,8 @@ class TrialError extends Error {}
 const MAX_OUTSTANDING = 1024;
 const ETCD_CALL_DEADLINE_MS = 5000;
 
-/** Resolves fn() or rejects after ms with a loud message. */
-function withTimeout(promise, ms, what) {
-  let t;
-  return Promise.race([
-    promise,
-    new Promise((_, rej) => { t = setTimeout(() => rej(new TrialError(`${what}: no result within ${ms / 1000} s`)), ms); }),
-  ]).finally(() => clearTimeout(t));
-}
+/** Resolves as promise does, or rejects after ms with a TrialError. */
+const withTimeout = (promise, ms, what) => timeout(promise, ms, what, TrialError);
 
 /** Polls fn() every `every` ms until it returns a truthy value, or throws after ms. */
 async function until(fn, ms, what, every = 20) {
@@ -198,68 +181,7 @@ function stats(xs) {
   return { median: s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2, min: s[0], max: s[s.length - 1] };
 }
 
-// ------------------------------------------------------------------ latchkey NDJSON client
-class Conn {
-  constructor(port, host = '127.0.0.1') {
-    this.port = port; this.host = host; this.nextId = 1; this.pending = new Map(); this.closed = false; this.buf = '';
-  }
-
-  connect(ms = 2000) {
-    return new Promise((resolve, reject) => {
-      const s = net.connect({ port: this.port, host: this.host });
-      s.setNoDelay(true);
-      const t = setTimeout(() => { s.destroy(); reject(new Error(`connect ${this.host}:${this.port} timed out`)); }, ms);
-      s.once('connect', () => { clearTimeout(t); resolve(this); });
-      s.on('error', e => { clearTimeout(t); this.err = e; if (!this.connected) reject(e); });
-      s.on('data', d => this.onData(d));
-      s.on('close', () => {
-        this.closed = true;
-        for (const p of this.pending.values()) p.reject(Object.assign(new Error('connection closed'), { code: 'closed' }));
-        this.pending.clear();
-      });
-      s.once('connect', () => { this.connected = true; });
-      this.sock = s;
-    });
-  }
-
-  onData(d) {
-    this.buf += d.toString('utf8');
-    let i;
-    while ((i = this.buf.indexOf('\n')) >= 0) {
-      const line = this.buf.slice(0, i);
-      this.buf = this.buf.slice(i + 1);
-      if (!line.trim()) continue;
-      let m;
-      try { m = JSON.parse(line); } catch { continue; }
-      if (m.id === undefined || m.id === null) continue; // events
-      const p = this.pending.get(m.id);
-      if (p) { this.pending.delete(m.id); p.resolve(m); }
-    }
-  }
-
-  /** Sends one request; resolves with the whole response (ok or not), rejects if the connection closes. */
-  request(body) {
-    if (this.closed) return Promise.reject(Object.assign(new Error('connection closed'), { code: 'closed' }));
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.sock.write(JSON.stringify({ id, ...body }) + '\n');
-    });
-  }
-
-  get outstanding() { return this.pending.size; }
-
-  destroy() { if (this.sock) this.sock.destroy(); this.closed = true; }
-}
-
-async function latchkeyStatus(port, ms = 1000) {
-  const c = await new Conn(port).connect(ms);
-  try {
-    const r = await withTimeout(c.request({ action: 'status' }), ms, `status on :${port}`);
-    if (!r.ok) throw new Error(`status on :${port}: ${r.error?.code} ${r.error?.message}`);
-    return r;
-  } finally { c.destroy(); }
-}
+const latchkeyStatus = (port, ms = 1000) => nodeStatus(port, ms, TrialError);
 
 // ------------------------------------------------------------------ latchkey cluster
 class LatchkeyCluster {

@@ -12,9 +12,13 @@
 #      FAILOVER_TRIALS, latchkey vs etcd;
 #   5. node bench/restart.mjs: a node restarted with 1,000,000 entries in its log, and with their
 #      snapshot, timed until it serves (RESTART_RUNS each; about a minute);
-#   6. node bench/targets.mjs: the issue-7 targets with ratios and whether each is met.
+#   6. node bench/targets.mjs: the issue-7 targets with ratios and whether each is met;
+#   7. only with HOSTILE=1: node bench/hostile.mjs, victim latency and node memory under slow and
+#      hostile clients (issue 5 item 7). Costs about 8 x (HOSTILE_DURATION + 5) s, ~2 min with
+#      the default 10 s phases, on top of the rest; off by default.
 # Results: bench/results/<date>-<time>/ (results.jsonl, table.txt, table.md, bench.log, peers.log,
-# conditions.txt from compare.sh; failover.jsonl, failover.txt, failover.log from failover.mjs).
+# conditions.txt from compare.sh; failover.jsonl, failover.txt, failover.log from failover.mjs;
+# hostile/ from hostile.mjs).
 #
 # Environment (defaults in brackets):
 #   BENCH_DIR        the shared bench folder [$ROOT/../shared/bench]
@@ -26,6 +30,9 @@
 #   FAILOVER_SYSTEMS ["latchkey,etcd"]
 #   FAILOVER_ARGS    extra flags for failover.mjs (e.g. "--election-timeout-ms 150")
 #   RESTART_RUNS     [3]; 0 skips the restart measurement
+#   HOSTILE          [0]; 1 runs bench/hostile.mjs after the rest
+#   HOSTILE_DURATION [10] seconds per hostile phase
+#   HOSTILE_ARGS     extra flags for hostile.mjs (e.g. "--phases baseline,flood")
 #   OUT              the results folder [bench/results/<date>-<time>]
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -53,6 +60,8 @@ export OUT="${OUT:-$ROOT/bench/results/$(date +%Y%m%d-%H%M%S)}"
 FAILOVER_TRIALS="${FAILOVER_TRIALS:-5}"
 FAILOVER_SYSTEMS="${FAILOVER_SYSTEMS:-latchkey,etcd}"
 RESTART_RUNS="${RESTART_RUNS:-3}"
+HOSTILE="${HOSTILE:-0}"
+HOSTILE_DURATION="${HOSTILE_DURATION:-10}"
 unset LATCHKEY_ENDPOINTS LATCHKEY_PIDS # compare.sh starts latchkey itself from this checkout
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
@@ -93,6 +102,17 @@ if [ "$RESTART_RUNS" != 0 ]; then
   done
 fi
 
+# 7. slow and hostile clients
+if [ "$HOSTILE" = 1 ]; then
+  echo "== bench: hostile.mjs --duration $HOSTILE_DURATION ${HOSTILE_ARGS:-}" >&2
+  # shellcheck disable=SC2086
+  if ! node "$ROOT/bench/hostile.mjs" --duration "$HOSTILE_DURATION" --out "$OUT/hostile" ${HOSTILE_ARGS:-} \
+      >/dev/null 2> >(tee "$OUT/hostile.log" >&2); then
+    echo "bench: hostile.mjs failed (see $OUT/hostile.log)" >&2
+    status=1
+  fi
+fi
+
 echo
 echo "== side by side: latchkey (3 nodes) vs ${SYSTEMS:-nothing}; $CLIENTS clients, ${DURATION} s runs, $REPEAT run(s) each"
 if [ -s "$OUT/table.txt" ]; then cat "$OUT/table.txt"; else echo "(no table: see $OUT/bench.log)"; fi
@@ -100,6 +120,11 @@ if [ "$FAILOVER_TRIALS" != 0 ]; then
   echo
   echo "== failover"
   if [ -s "$OUT/failover.txt" ]; then cat "$OUT/failover.txt"; else echo "(no table: see $OUT/failover.log)"; fi
+fi
+if [ "$HOSTILE" = 1 ]; then
+  echo
+  echo "== slow and hostile clients"
+  if [ -s "$OUT/hostile/hostile.txt" ]; then cat "$OUT/hostile/hostile.txt"; else echo "(no table: see $OUT/hostile.log)"; fi
 fi
 echo
 echo "== issue-7 targets"
@@ -109,4 +134,5 @@ echo "results in $OUT:"
 echo "  results.jsonl, table.txt, table.md, bench.log, peers.log, conditions.txt (compare.sh)"
 [ "$FAILOVER_TRIALS" != 0 ] && echo "  failover.jsonl, failover.txt, failover.log (bench/failover.mjs)"
 [ "$RESTART_RUNS" != 0 ] && echo "  restart.jsonl, restart.log (bench/restart.mjs)"
+[ "$HOSTILE" = 1 ] && echo "  hostile/hostile.jsonl, hostile/hostile.txt, hostile/n*.log, hostile.log (bench/hostile.mjs)"
 exit "$status"

@@ -50,51 +50,127 @@ export interface ClientListener {
   close(): Promise<void>;
 }
 
+/** What an answer is counted as before it is encoded: a read's data whole, plus this. Names
+ *  are at most 256 characters and messages short, so it is an upper bound for all the rest. */
+const answerCharsAllowance = 1024;
+
+interface Queued {
+  /** undefined for a pushed event (it has no id). */
+  id: RequestId | null | undefined;
+  body: Answer | PushEvent;
+  chars: number;
+}
+
+/**
+ * Answers wait here unencoded and are encoded only as the client takes them: at most
+ * `aheadMax` bytes beyond what the socket already holds. A client that does not read keeps
+ * its answers as they were made (a read's data is the file's own string, shared), costs no
+ * encoding, and is cut off once what it has not taken passes outputBytesCutMax. Encoding them
+ * all at once (up to pendingPerConnection reads of a file) could take gigabytes and seconds of
+ * one turn, long enough for the followers to start an election.
+ */
 class TcpConnection implements ClientConnection {
   readonly kind = 'tcp' as const;
-  private out: string[] = [];
+  private queue: Array<Queued | undefined> = [];
+  private head = 0;
+  /** The chars counted for the answers in `queue` from `head` on. */
+  private queuedChars = 0;
   private scheduled = false;
   /** Requests handed to the node and not answered yet. */
   inFlight = 0;
 
-  constructor(private readonly socket: net.Socket, private readonly onFlushed: () => void) {}
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly aheadMax: number,
+    /** Called after every flush: the listener pauses reading a client with a backlog. */
+    private readonly onFlushed: () => void,
+    /** Called (once; the socket is then destroyed) when the answers queued for a client that
+     *  does not read them pass outputBytesCutMax. */
+    private readonly onTooFarBehind: (queued: number) => void,
+  ) {}
 
   /** The node's answer to a request it was handed. */
   answer(id: RequestId | null, answer: Answer): void {
     this.inFlight--;
-    this.send(JSON.stringify({ id, ...answer }));
+    this.enqueue(id, answer);
   }
 
   /** The front door's own answer to a line it did not hand to the node. */
   refuse(id: RequestId | null, answer: Answer): void {
-    this.send(JSON.stringify({ id, ...answer }));
+    this.enqueue(id, answer);
   }
 
   push(event: PushEvent): void {
-    this.send(JSON.stringify(event));
+    this.enqueue(undefined, event);
   }
 
-  private send(line: string): void {
+  /** Bytes the client has not taken: in the socket, and (counted) still to encode. */
+  backlog(): number {
+    return this.socket.writableLength + this.queuedChars;
+  }
+
+  private enqueue(id: RequestId | null | undefined, body: Answer | PushEvent): void {
     if (this.socket.destroyed || this.socket.writableEnded) return;
-    this.out.push(line);
+    const data = (body as { data?: unknown }).data;
+    const chars = answerCharsAllowance + (typeof data === 'string' ? data.length : 0);
+    const queued = this.backlog() + chars;
+    if (queued > outputBytesCutMax) {
+      this.queue = [];
+      this.head = 0;
+      this.queuedChars = 0;
+      this.onTooFarBehind(queued);
+      this.socket.destroy();
+      return;
+    }
+    this.queue.push({ id, body, chars });
+    this.queuedChars += chars;
     if (!this.scheduled) {
       this.scheduled = true;
-      queueMicrotask(() => this.flush());
+      queueMicrotask(() => this.flush(this.aheadMax));
     }
   }
 
-  private flush(): void {
+  /** Encodes and writes queued answers while the socket holds less than `aheadMax` (so at
+   *  least one when it holds less, however large). */
+  private flush(aheadMax: number): void {
     this.scheduled = false;
-    if (this.out.length === 0 || this.socket.destroyed || this.socket.writableEnded) return;
-    const text = this.out.length === 1 ? `${this.out[0]}\n` : `${this.out.join('\n')}\n`;
-    this.out = [];
-    this.socket.write(text);
+    if (this.socket.destroyed || this.socket.writableEnded) return;
+    const lines: string[] = [];
+    let chars = 0;
+    while (this.head < this.queue.length && this.socket.writableLength + chars < aheadMax) {
+      const q = this.queue[this.head] as Queued;
+      this.queue[this.head++] = undefined;
+      this.queuedChars -= q.chars;
+      const line = JSON.stringify(q.id === undefined ? q.body : { id: q.id, ...q.body });
+      lines.push(line);
+      chars += line.length + 1;
+    }
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    let full = this.socket.writableLength >= this.socket.writableHighWaterMark;
+    if (lines.length > 0) full = !this.socket.write(lines.length === 1 ? `${lines[0]}\n` : `${lines.join('\n')}\n`);
+    // A full socket says 'drain' (drained() goes on from there); one that took everything does
+    // not, so the rest goes in a later turn, after other connections had theirs.
+    if (this.head < this.queue.length && !full && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush(this.aheadMax));
+    }
     this.onFlushed();
+  }
+
+  /** The socket took what it held: encode and write more. */
+  drained(): void {
+    if (this.head < this.queue.length && !this.scheduled) this.flush(this.aheadMax);
   }
 
   /** Writes what is queued, then closes (frame_too_large). */
   end(): void {
-    this.flush();
+    this.flush(Infinity);
     this.socket.end();
   }
 }
@@ -105,6 +181,9 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
   /** Client connections, and sockets that have not yet shown whether they are peers. */
   const clients = new Map<net.Socket, ClientState>();
   const undecided = new Map<net.Socket, number>();
+  /** Silent sockets closed to make room since the last log line (logged at most every 10 s). */
+  let silentEvicted = 0;
+  let silentEvictedLoggedAt = -Infinity;
   const onSocket = (socket: net.Socket): void => {
     socket.setNoDelay(true);
     socket.on('error', () => undefined);
@@ -114,12 +193,24 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
     }
     // Peers share the port, so a socket is not refused for the client bound before it has
     // said what it is; sockets still silent are bounded on their own and time out quickly.
+    // At the bound the oldest silent one makes room: clients and peers say their first line
+    // within milliseconds, so only sockets that stay silent are pushed out. (Refusing the new
+    // one instead let 1024 silent sockets lock every newcomer out, peers included.)
+    const now = performance.now();
     if (undecided.size >= undecidedSocketsMax) {
-      logger.warn('connection_refused', { reason: 'too many connections that have not sent a line' });
-      socket.destroy();
-      return;
+      const [oldest] = undecided.keys();
+      if (oldest !== undefined) {
+        undecided.delete(oldest);
+        oldest.destroy();
+      }
+      silentEvicted++;
+      if (now - silentEvictedLoggedAt >= undecidedTimeoutMs) {
+        logger.warn('silent_connections_closed', { reason: 'too many connections that have not sent a line', closed: silentEvicted });
+        silentEvicted = 0;
+        silentEvictedLoggedAt = now;
+      }
     }
-    undecided.set(socket, performance.now());
+    undecided.set(socket, now);
     // Decide from the first bytes whether this is a peer or a client.
     let head: Buffer = Buffer.alloc(0);
     const onFirst = (chunk: Buffer): void => {
@@ -165,20 +256,19 @@ export function startClientListener(options: ClientListenerOptions): Promise<Cli
       return;
     }
     let paused = false;
-    const connection = new TcpConnection(socket, () => {
+    const connection = new TcpConnection(socket, limits.outputBytesMax, () => {
       // Backpressure: a client that does not read its answers stops being read, so it cannot
-      // make the node buffer without bound; one far behind is cut off.
-      const queued = socket.writableLength;
-      if (queued > outputBytesCutMax) {
-        logger.warn('client_cut_off', { reason: 'not reading its answers', queued_bytes: queued });
-        socket.destroy();
-      } else if (queued > limits.outputBytesMax && !paused) {
+      // make the node buffer without bound; one far behind is cut off (in enqueue).
+      if (connection.backlog() > limits.outputBytesMax && !paused) {
         paused = true;
         socket.pause();
       }
+    }, (queued) => {
+      logger.warn('client_cut_off', { reason: 'not reading its answers', queued_bytes: queued });
     });
     socket.on('drain', () => {
-      if (!paused) return;
+      connection.drained();
+      if (!paused || connection.backlog() > limits.outputBytesMax) return;
       paused = false;
       socket.resume();
     });

@@ -4,7 +4,7 @@ import * as net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
 import { cleanupNodeProcesses, startNodeProcess, type NodeProcess } from '../helpers/node-process';
-import { connectRaw, errorOf, rawClientPool, sleep, type RawClient } from '../helpers/raw-client';
+import { connectRaw, errorOf, rawClientPool, sleep, waitFor, type RawClient } from '../helpers/raw-client';
 
 function closedWithin(socket: net.Socket, ms: number): Promise<boolean> {
   if (socket.destroyed) return Promise.resolve(true);
@@ -150,6 +150,117 @@ describe('security: limits', function () {
       });
       expect(answers).to.equal(requests);
       hostile.destroy();
+    });
+
+    it('cuts off a client that pipelines reads of a large file and never reads, and stays up', async () => {
+      // 4096 reads of a 1 MiB file answered in one turn are 4 GiB of answers: the node must cut
+      // the client off as its queue passes the bound, not build them all (and fall over).
+      const owner = await connectRaw(node.port);
+      const ownerId = randomUUID();
+      const file = `big-${randomUUID()}`;
+      const granted = await owner.request({ action: 'preempt', lock_name: file, client_id: ownerId });
+      expect(granted).to.include({ ok: true });
+      const part = 'x'.repeat(60000);
+      for (let size = 0; size < 1024 * 1024; size += part.length) {
+        const appended = await owner.request({ action: 'append', file, data: part, lock_name: file, token: granted['token'], client_id: ownerId });
+        expect(appended).to.include({ ok: true });
+      }
+      const hostile = net.connect(node.port, '127.0.0.1');
+      await new Promise((resolve) => hostile.once('connect', resolve));
+      hostile.pause(); // never read
+      hostile.on('error', () => undefined);
+      const lines: string[] = [];
+      for (let i = 1; i <= 4096; i++) lines.push(`{"id":${i},"action":"read","file":"${file}"}\n`);
+      hostile.write(lines.join(''));
+      expect(await closedWithin(hostile, 15000), 'the node cut the client off').to.equal(true);
+      expect(node.exited, 'the node is still running').to.equal(false);
+      expect(await owner.request({ action: 'status' }, 10000)).to.include({ ok: true });
+      expect(node.logs().some((entry) => entry['event'] === 'client_cut_off')).to.equal(true);
+      owner.close();
+    });
+
+    it('delivers every answer to a client that pipelines many large reads and reads them', async () => {
+      // Answers are encoded as the client takes them, a megabyte ahead: all of them must still
+      // arrive, in order, whether the socket asks for more with 'drain' or took everything.
+      const owner = await connectRaw(node.port);
+      const ownerId = randomUUID();
+      const file = `big-${randomUUID()}`;
+      const granted = await owner.request({ action: 'preempt', lock_name: file, client_id: ownerId });
+      const part = 'y'.repeat(50000);
+      for (let i = 0; i < 6; i++) {
+        expect(await owner.request({ action: 'append', file, data: part, lock_name: file, token: granted['token'], client_id: ownerId })).to.include({ ok: true });
+      }
+      owner.close();
+      const reader = net.connect(node.port, '127.0.0.1');
+      await new Promise((resolve) => reader.once('connect', resolve));
+      const reads = 300;
+      const lines: string[] = [];
+      for (let i = 1; i <= reads; i++) lines.push(`{"id":${i},"action":"read","file":"${file}"}\n`);
+      lines.push(`{"id":"last","action":"status"}\n`);
+      reader.write(lines.join(''));
+      const ids: unknown[] = [];
+      let buffered = '';
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`only ${ids.length} answers`)), 30000);
+        reader.setEncoding('utf8');
+        reader.on('data', (text: string) => {
+          buffered += text;
+          const parts = buffered.split('\n');
+          buffered = parts.pop() ?? '';
+          for (const line of parts) {
+            const answer = JSON.parse(line) as { id: unknown; ok: boolean; data?: string };
+            expect(answer.ok).to.equal(true);
+            if (answer.id !== 'last') expect(answer.data?.length).to.equal(300000);
+            ids.push(answer.id);
+          }
+          if (ids.length === reads + 1) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+      });
+      expect(ids.filter((id) => id !== 'last').sort((a, b) => Number(a) - Number(b))).to.deep.equal(Array.from({ length: reads }, (_, i) => i + 1));
+      reader.destroy();
+    });
+  });
+
+  describe('silent connections', () => {
+    let node: NodeProcess;
+    const sockets: net.Socket[] = [];
+
+    before(async () => {
+      node = await startNodeProcess();
+    });
+
+    after(async () => {
+      for (const s of sockets.splice(0)) s.destroy();
+      await node?.stop();
+      await cleanupNodeProcesses();
+    });
+
+    it('serves a new client while more than 1024 connections stay silent, closing the oldest silent ones', async () => {
+      // Sockets that have not sent a line are bounded at 1024 (they may still turn out to be
+      // peers); past that the oldest makes room, so silence cannot lock newcomers out.
+      const closed: boolean[] = [];
+      for (let batch = 0; batch < 11; batch++) {
+        await Promise.all(Array.from({ length: 100 }, () => new Promise<void>((resolve) => {
+          const i = closed.push(false) - 1;
+          const s = net.connect(node.port, '127.0.0.1');
+          sockets.push(s);
+          s.on('error', () => undefined);
+          s.once('connect', () => resolve());
+          s.once('close', () => {
+            closed[i] = true;
+            resolve();
+          });
+        })));
+      }
+      const client = await connectRaw(node.port);
+      expect(await client.request({ action: 'status' }, 5000)).to.include({ ok: true });
+      client.close();
+      await waitFor(async () => closed.filter(Boolean).length, (n) => n >= 1100 - 1024, 5000);
+      expect(closed.slice(0, 50).every(Boolean), 'the oldest silent sockets were closed').to.equal(true);
+      expect(closed.slice(-50).some(Boolean), 'the newest silent sockets stay').to.equal(false);
     });
   });
 
