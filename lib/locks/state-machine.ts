@@ -268,7 +268,36 @@ function applyPreempt(state: LockState, session: Session, command: PreemptComman
     if (lock.owner === session.client) return grantAnswer(lock);
     return errorAnswer('lock_held', `${command.lock} is held by ${lock.owner}`, lock.owner);
   }
-  return newLockRefused(state, session, lock !== undefined) ?? grantAnswer(grant(state, command.lock, session, command.leaseMs));
+  return takeRefusedByBound(state, session, command) ?? grantAnswer(grant(state, command.lock, session, command.leaseMs));
+}
+
+/**
+ * The limit_exceeded a take gets from apply in this state, or null when it is answered
+ * otherwise (granted, held by another, already queued, timeout 0, or queued within the bounds).
+ */
+function takeRefusedByBound(state: LockState, session: Session, command: PreemptCommand | AcquireCommand): Answer | null {
+  const lock = state.locks.get(command.lock);
+  if (lock === undefined || lock.owner === null) return newLockRefused(state, session, lock !== undefined);
+  if (command.type === 'preempt' || lock.owner === session.client) return null;
+  if (lock.waiters.get(session.client) !== undefined || command.timeoutMs === 0) return null;
+  if (lock.waiters.length >= state.limits.waitersPerLock) {
+    return errorAnswer('limit_exceeded', `${command.lock} has ${lock.waiters.length} waiters, the limit per lock`);
+  }
+  return newLockRefused(state, session, true);
+}
+
+/**
+ * The limit_exceeded apply would answer to this take in the current state, for the node that
+ * accepts it to answer at once instead of spending a log entry on a refusal (a flood of takes
+ * past a bound would otherwise be replicated and fsynced like grants). Null when apply might
+ * answer anything else. The bound may free up before the take would have applied; refusing a
+ * moment early is what the client would have seen had it come a moment earlier.
+ */
+export function takeRefusedAhead(state: LockState, command: PreemptCommand | AcquireCommand): Answer | null {
+  const session = state.sessions.get(command.client);
+  if (session === undefined || session.conn !== command.conn) return null;
+  if (command.req !== undefined && session.results.has(command.req)) return null;
+  return takeRefusedByBound(state, session, command);
 }
 
 /** A session taking or queueing for one more lock, past a bound; null when there is room. */
@@ -287,7 +316,7 @@ function newLockRefused(state: LockState, session: Session, lockInUse: boolean):
 function applyAcquire(state: LockState, session: Session, command: AcquireCommand): Answer | null {
   const lock = state.locks.get(command.lock);
   if (lock === undefined || lock.owner === null) {
-    return newLockRefused(state, session, lock !== undefined) ?? grantAnswer(grant(state, command.lock, session, command.leaseMs));
+    return takeRefusedByBound(state, session, command) ?? grantAnswer(grant(state, command.lock, session, command.leaseMs));
   }
   if (lock.owner === session.client) return grantAnswer(lock);
   const queued = lock.waiters.get(session.client);
@@ -297,10 +326,7 @@ function applyAcquire(state: LockState, session: Session, command: AcquireComman
     return null;
   }
   if (command.timeoutMs === 0) return errorAnswer('timeout', `${command.lock} is held by ${lock.owner}`);
-  if (lock.waiters.length >= state.limits.waitersPerLock) {
-    return errorAnswer('limit_exceeded', `${command.lock} has ${lock.waiters.length} waiters, the limit per lock`);
-  }
-  const refused = newLockRefused(state, session, true);
+  const refused = takeRefusedByBound(state, session, command);
   if (refused !== null) return refused;
   const waiter: Waiter = {
     client: session.client,

@@ -16,8 +16,8 @@ import { assert } from '../core/assert';
 import { errorAnswer, type Answer } from '../protocol/answers';
 import type { ErrorCode } from '../protocol/errors';
 import type { CheckRequest, ReadRequest, Request, RequestId } from '../protocol/schemas';
-import type { Command, ConnId, Touch } from '../locks/commands';
-import { apply, type Effect } from '../locks/state-machine';
+import type { AcquireCommand, Command, ConnId, PreemptCommand, Touch } from '../locks/commands';
+import { apply, takeRefusedAhead, type Effect } from '../locks/state-machine';
 import { checkLock, createLockState, nextDeadlineAt, readFile, type LockState } from '../locks/state';
 import { decodeSnapshot, encodeSnapshot } from '../locks/snapshot';
 import { Raft, type Ready } from '../raft/raft';
@@ -301,14 +301,15 @@ export class Replica {
     const common = { at: 0, client, conn: cs.key, req };
     switch (request.action) {
       case 'preempt':
-        this.submit({ type: 'preempt', ...common, lock: request.lock_name, ...opt('leaseMs', request.lease_ms) }, reply, now, origin);
+      case 'acquire': {
+        const command: PreemptCommand | AcquireCommand = request.action === 'preempt'
+          ? { type: 'preempt', ...common, lock: request.lock_name, ...opt('leaseMs', request.lease_ms) }
+          : { type: 'acquire', ...common, lock: request.lock_name, ...opt('timeoutMs', request.timeout_ms), ...opt('leaseMs', request.lease_ms) };
+        const refused = takeRefusedAhead(this.state, command);
+        if (refused !== null) this.answer(reply, refused);
+        else this.submit(command, reply, now, origin);
         return;
-      case 'acquire':
-        this.submit({
-          type: 'acquire', ...common, lock: request.lock_name,
-          ...opt('timeoutMs', request.timeout_ms), ...opt('leaseMs', request.lease_ms),
-        }, reply, now, origin);
-        return;
+      }
       case 'release':
         this.submit({ type: 'release', ...common, lock: request.lock_name, ...opt('token', request.token) }, reply, now, origin);
         return;

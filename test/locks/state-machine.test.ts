@@ -7,8 +7,8 @@ import { defaultStateLimits, requestResultsPerSessionMax, type StateLimits } fro
 import { Prng } from '../../lib/core/prng';
 import type { Command, ConnId, HelloCommand } from '../../lib/locks/commands';
 import { checkInvariants } from '../../lib/locks/invariants';
-import { apply, type ApplyResult, type Effect } from '../../lib/locks/state-machine';
-import { checkLock, createLockState, readFile, type LockState } from '../../lib/locks/state';
+import { apply, takeRefusedAhead, type ApplyResult, type Effect } from '../../lib/locks/state-machine';
+import { checkLock, createLockState, nextDeadlineAt, readFile, type LockState } from '../../lib/locks/state';
 import type { Answer, ErrorAnswer, OkAnswer } from '../../lib/protocol/answers';
 import { defined, CommandGenerator, dump } from '../helpers/random-commands';
 
@@ -889,6 +889,29 @@ describe('locks/state-machine', () => {
       expect(okOf(append('g', '1').answer).size).to.equal(5);
       expect(log.state.fileBytes).to.equal(15);
       expect(readFile(log.state, 'f')).to.deep.include({ data: '12345678é' });
+    });
+
+    it('takeRefusedAhead (a node refusing before it proposes) says exactly what apply would', () => {
+      let ahead = 0;
+      for (const seed of [1, 2, 3, 4, 5]) {
+        const log = limited({ waitersPerLock: 1, locksPerSession: 2, locks: 3 });
+        const gen = new CommandGenerator(new Prng(seed));
+        for (let i = 0; i < 3000; i++) {
+          const command = gen.next(log.state);
+          // The node checks before the command is stamped; a deadline that comes due in between
+          // (a session expiring) may change the answer, to another refusal. Compare the rest.
+          const due = nextDeadlineAt(log.state);
+          const quiet = due === null || due > command.at;
+          const predicted = quiet && (command.type === 'preempt' || command.type === 'acquire') ? takeRefusedAhead(log.state, command) : null;
+          const result = log.run(command);
+          gen.observe(command, result);
+          if (predicted !== null) {
+            ahead++;
+            expect(result.answer, `seed ${seed} step ${i}`).to.deep.equal(predicted);
+          }
+        }
+      }
+      expect(ahead, 'refusals predicted').to.be.above(50);
     });
 
     it('a refusal by a bound is not remembered: the same request_id succeeds once there is room', () => {
