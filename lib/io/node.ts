@@ -78,6 +78,9 @@ export class LatchkeyNode implements RequestSink {
   private persisted: Promise<void> = Promise.resolve();
   /** Serialises the issuing of writes (see persist). */
   private issueOrder: Promise<void> = Promise.resolve();
+  /** Snapshot files are written one at a time, in the order they were made: a local one off
+   *  the persist chain, one installed from the leader inside it. */
+  private snapshotChain: Promise<void> = Promise.resolve();
   private failed: Error | undefined;
   private stopped = false;
   private lastRole = '';
@@ -341,7 +344,7 @@ export class LatchkeyNode implements RequestSink {
   private async writeWithSnapshot(ready: Ready<Command>): Promise<void> {
     const snapshot = ready.snapshot as Snapshot;
     if (ready.hardState !== null) await writeHardState(this.options.dataDir, ready.hardState);
-    await writeFileAtomic(this.snapshotPath, JSON.stringify(snapshot));
+    await this.inSnapshotOrder(() => writeFileAtomic(this.snapshotPath, JSON.stringify(snapshot)));
     await this.log.reset(snapshot.index + 1);
     if (ready.truncateFrom !== null) await this.log.truncateSuffix(ready.truncateFrom);
     if (ready.entries.length > 0) await this.appendEntries(ready.entries);
@@ -369,11 +372,17 @@ export class LatchkeyNode implements RequestSink {
       // A snapshot from the leader replaced our state: rewrite the readable copies of the files.
       await this.files.init([...this.replica.state.files.entries()].map(([name, file]) => [name, file.chunks.join('')]));
     }
-    if (out.snapshotToSave !== null) {
-      await writeFileAtomic(this.snapshotPath, JSON.stringify(out.snapshotToSave));
-      // Only once the snapshot is durable may the log before it go (DESIGN §7).
-      await this.log.compactPrefix(out.snapshotToSave.index);
-      this.options.logger.info('snapshot_saved', { index: out.snapshotToSave.index, bytes: out.snapshotToSave.data.length });
+    const toSave = out.snapshotToSave;
+    if (toSave !== null) {
+      // Off the persist chain: answers never wait for a snapshot to reach the disk (a save of
+      // a large state took up to half a second, and every answer waited behind it). A crash
+      // before it is durable loses nothing: the old snapshot and the whole log are still there.
+      void this.inSnapshotOrder(async () => {
+        await writeFileAtomic(this.snapshotPath, JSON.stringify(toSave));
+        // Only once the snapshot is durable may the log before it go (DESIGN §7).
+        await this.log.compactPrefix(toSave.index);
+        this.options.logger.info('snapshot_saved', { index: toSave.index, bytes: toSave.data.length });
+      }).catch((err: Error) => this.fail(err));
     }
     const state = this.replica.state;
     this.metrics.setSessions(state.sessions.size);
@@ -381,6 +390,12 @@ export class LatchkeyNode implements RequestSink {
     this.metrics.setCommitIndex(this.replica.raft.commitIndex);
     this.metrics.setTerm(this.replica.raft.term);
     this.metrics.setLeader(this.replica.raft.isLeader);
+  }
+
+  private inSnapshotOrder(job: () => Promise<void>): Promise<void> {
+    const run = this.snapshotChain.then(job);
+    this.snapshotChain = run.catch(() => undefined);
+    return run;
   }
 
   private materialise(appends: readonly { file: string; data: string }[]): void {
@@ -397,6 +412,7 @@ export class LatchkeyNode implements RequestSink {
     // with the same request_id, joins its place in the queue.
     // Let the writes in flight reach the disk and their answers go out.
     await this.persisted;
+    await this.snapshotChain;
     this.stopped = true;
     if (this.timer !== undefined) clearInterval(this.timer);
     this.replica?.failAll('shutting_down', 'the node is shutting down');

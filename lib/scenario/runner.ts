@@ -194,6 +194,7 @@ export async function runScenario(spec: ScenarioSpec, options: { seed: number; o
   if (spec.cluster.sessionTtlMs !== undefined) args.push('--session-ttl-ms', String(spec.cluster.sessionTtlMs));
   if (spec.cluster.heartbeatMs !== undefined) args.push('--heartbeat-ms', String(spec.cluster.heartbeatMs));
   if (spec.cluster.electionTimeoutMs !== undefined) args.push('--election-timeout-ms', String(spec.cluster.electionTimeoutMs));
+  if (spec.cluster.snapshotEvery !== undefined) args.push('--snapshot-every', String(spec.cluster.snapshotEvery));
   progress(`${spec.name}: starting ${spec.cluster.nodes} nodes`);
   const cluster = await startCluster({ nodes: spec.cluster.nodes, dataRoot, args, proxied: true, clock: () => performance.now() - baseMs });
   let history = new History(() => performance.now());

@@ -70,7 +70,7 @@ export interface Expectations {
 export interface ScenarioSpec {
   name: string;
   description: string;
-  cluster: { nodes: 3 | 5; sessionTtlMs?: number; heartbeatMs?: number; electionTimeoutMs?: number };
+  cluster: { nodes: 3 | 5; sessionTtlMs?: number; heartbeatMs?: number; electionTimeoutMs?: number; snapshotEvery?: number };
   clients: ClientGroup[];
   faults: Fault[];
   expect: Expectations;
@@ -95,6 +95,7 @@ const schema = {
         sessionTtlMs: { type: 'integer', minimum: 100 },
         heartbeatMs: positive,
         electionTimeoutMs: positive,
+        snapshotEvery: positive,
       },
     },
     clients: {

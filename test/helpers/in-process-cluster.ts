@@ -28,6 +28,9 @@ export interface InProcessCluster {
   /** Waits until every node of `ids` (default all) names the same leader, one of them. */
   leader(ids?: string[], timeoutMs?: number): Promise<string>;
   stop(): Promise<void>;
+  /** Stops one node (as a clean stop) and, with `restart`, starts it again on its data dir. */
+  stopNode(id: string): Promise<void>;
+  restartNode(id: string): Promise<void>;
 }
 
 export async function startInProcessCluster(options: InProcessClusterOptions): Promise<InProcessCluster> {
@@ -41,22 +44,25 @@ export async function startInProcessCluster(options: InProcessClusterOptions): P
     await Promise.all([...nodes.values()].map((node) => node.stop()));
     await fs.rm(dataRoot, { recursive: true, force: true });
   };
+  const create = (id: string): LatchkeyNode => {
+    const lines = logs.get(id) as LogLine[];
+    return new LatchkeyNode({
+      id,
+      listen: peers.get(id) as { host: string; port: number },
+      peers,
+      dataDir: path.join(dataRoot, id),
+      ...(options.http === true ? { http: { host: '127.0.0.1', port: 0 } } : {}),
+      fsync: 'never',
+      heartbeatMs: 50,
+      electionTimeoutMs: 300,
+      sessionTtlMs: 30000,
+      logger: createLogger('info', { node: id }, (line) => lines.push(JSON.parse(line) as LogLine)),
+      ...options.nodeOptions?.(id),
+    });
+  };
   try {
     for (const id of ids) {
-      const lines = logs.get(id) as LogLine[];
-      const node = new LatchkeyNode({
-        id,
-        listen: peers.get(id) as { host: string; port: number },
-        peers,
-        dataDir: path.join(dataRoot, id),
-        ...(options.http === true ? { http: { host: '127.0.0.1', port: 0 } } : {}),
-        fsync: 'never',
-        heartbeatMs: 50,
-        electionTimeoutMs: 300,
-        sessionTtlMs: 30000,
-        logger: createLogger('info', { node: id }, (line) => lines.push(JSON.parse(line) as LogLine)),
-        ...options.nodeOptions?.(id),
-      });
+      const node = create(id);
       nodes.set(id, node);
       await node.start();
     }
@@ -87,5 +93,14 @@ export async function startInProcessCluster(options: InProcessClusterOptions): P
       }
     },
     stop,
+    stopNode: async (id) => {
+      await node(id).stop();
+    },
+    restartNode: async (id) => {
+      await node(id).stop();
+      const fresh = create(id);
+      nodes.set(id, fresh);
+      await fresh.start();
+    },
   };
 }
