@@ -59,6 +59,10 @@ export interface ReplicaConfig {
   authToken?: string | null;
   /** The bounds this node commits when it becomes leader (default: defaultStateLimits). */
   limits?: StateLimits;
+  /** State-changing requests of one connection in the log at once (proposed, not applied);
+   *  more wait their turn in order. A flooding client then gets its share of each batch, not
+   *  all of it (issue 5: a hostile client must not slow the others). Default 32. */
+  proposalsPerConnectionMax?: number;
 }
 
 interface ConnState {
@@ -73,6 +77,9 @@ interface ConnState {
   closed: boolean;
   /** Presented the auth token (always true when none is configured). */
   authed: boolean;
+  /** Its state-changing requests proposed and not applied yet, and those waiting their turn. */
+  proposing: number;
+  parked: Request[];
 }
 
 interface Reply {
@@ -93,6 +100,8 @@ interface PendingCommand {
   reads: PendingRead[] | null;
   /** Fields only this node knows, added to a success answer (hello: node, leader). */
   extra: Record<string, unknown> | null;
+  /** The connection whose share of proposals this command takes (see proposalsPerConnectionMax). */
+  share: ConnState | null;
   createdAt: number;
   /** When it was last proposed or forwarded, and to which leader; null while queued. */
   sentAt: number | null;
@@ -150,6 +159,7 @@ export class Replica {
   private readonly remoteReads = new Map<string, { from: string; ctx: string }>();
   private outbox: PeerMessage[] = [];
   private readonly connsByKey = new Map<string, ConnState>();
+  private readonly unparkable = new Set<ConnState>();
   private originSeq = 0;
   private connSeq = 0;
   private readSeq = 0;
@@ -214,6 +224,7 @@ export class Replica {
     const key = isConnectionless(conn.kind) ? null : `${this.config.nodeId}/${this.config.bootId}/${++this.connSeq}`;
     const cs: ConnState = {
       conn, key, clientId: undefined, helloPending: false, byeSent: false, closed: false, authed: this.authorize(conn.bearer),
+      proposing: 0, parked: [],
     };
     if (key !== null) this.connsByKey.set(key, cs);
     return cs;
@@ -240,7 +251,7 @@ export class Replica {
 
   // ---- client requests ----
 
-  request(cs: ConnState, request: Request, now: number): void {
+  request(cs: ConnState, request: Request, now: number, unparking = false): void {
     if (this.shuttingDown) {
       this.answer({ conn: cs, id: request.id }, errorAnswer('shutting_down', 'the node is shutting down'));
       return;
@@ -292,6 +303,11 @@ export class Replica {
     if (request.action === 'keepalive') {
       this.touch(client, cs.key);
       this.touchReplies.push(reply);
+      return;
+    }
+    // Its turn: a connection with its share of proposals in the log waits, in order.
+    if (!unparking && (cs.parked.length > 0 || cs.proposing >= this.proposalsMax)) {
+      cs.parked.push(request);
       return;
     }
     // The node's own request id when the client gave none: a re-sent command then still takes
@@ -367,7 +383,9 @@ export class Replica {
   ): void {
     command.origin = origin;
     const extra = command.type === 'hello' && !command.implicit ? { node: this.config.nodeId } : null;
-    this.pending.set(origin, { command, reply, helloFor, touchReplies, reads: null, extra, createdAt: now, sentAt: null, sentTo: null, everSent: false });
+    const share = reply !== null && isShared(command) ? reply.conn : null;
+    if (share !== null) share.proposing++;
+    this.pending.set(origin, { command, reply, helloFor, touchReplies, reads: null, extra, share, createdAt: now, sentAt: null, sentTo: null, everSent: false });
     this.queued.push(origin);
   }
 
@@ -440,6 +458,7 @@ export class Replica {
     for (const [origin, p] of this.pending) {
       if (now - p.createdAt >= this.config.unavailableAfterMs) {
         this.pending.delete(origin);
+        this.endShare(p);
         // PROTOCOL §5 `unavailable`: retry. A request that never reached a leader was refused
         // before it was applied. One that reached a leader's log without committing may still
         // be applied once a quorum is back, whatever we answer now: say so; re-sent with the
@@ -542,6 +561,7 @@ export class Replica {
   /** Sends what is queued (propose as leader, forward as follower) and drains Raft's output. */
   takeReady(now: number): NodeReady | null {
     this.noticeLeadership(now);
+    this.unpark(now);
     this.flushTouch(now);
     this.flushCommands(now);
     this.flushReads(now);
@@ -713,6 +733,7 @@ export class Replica {
     const p = this.pending.get(origin);
     if (p === undefined) return; // answered by an earlier copy of the same command
     this.pending.delete(origin);
+    this.endShare(p);
     if (command.type === 'touch') {
       for (const r of p.reads ?? []) this.answer(r.reply, this.readLocal(r.request));
       for (const reply of p.touchReplies ?? []) {
@@ -774,6 +795,31 @@ export class Replica {
     }
   }
 
+  private get proposalsMax(): number {
+    return this.config.proposalsPerConnectionMax ?? 32;
+  }
+
+  /** A command left the log's way (applied, or failed): its connection may propose again. */
+  private endShare(p: PendingCommand): void {
+    if (p.share === null) return;
+    p.share.proposing--;
+    if (p.share.parked.length > 0) this.unparkable.add(p.share);
+  }
+
+  /** Connections whose waiting requests may go now, in the order they were sent. */
+  private unpark(now: number): void {
+    if (this.unparkable.size === 0) return;
+    const ready = [...this.unparkable];
+    this.unparkable.clear();
+    for (const cs of ready) {
+      if (cs.closed) {
+        cs.parked = [];
+        continue;
+      }
+      while (cs.parked.length > 0 && cs.proposing < this.proposalsMax) this.request(cs, cs.parked.shift() as Request, now, true);
+    }
+  }
+
   private answer(reply: Reply, answer: Answer): void {
     if (reply.conn.closed) return;
     reply.conn.conn.answer(reply.id, answer);
@@ -791,6 +837,10 @@ export class Replica {
   failAll(code: ErrorCode, message: string): void {
     const answer = errorAnswer(code, message);
     for (const p of this.pending.values()) this.failPending(p, code, message);
+    for (const cs of this.connsByKey.values()) {
+      for (const request of cs.parked) this.answer({ conn: cs, id: request.id }, answer);
+      cs.parked = [];
+    }
     for (const list of this.waiting.values()) for (const reply of list) this.answer(reply, answer);
     for (const reply of this.touchReplies) this.answer(reply, answer);
     for (const r of this.readQueue) this.answer(r.reply, answer);
@@ -812,4 +862,10 @@ function opt<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V 
 
 function sameLimits(a: StateLimits, b: StateLimits): boolean {
   return (Object.keys(a) as Array<keyof StateLimits>).every((key) => a[key] === b[key]);
+}
+
+/** Commands that take a share of their connection's proposals: the client's state changes. */
+function isShared(command: Command): boolean {
+  return command.type === 'preempt' || command.type === 'acquire' || command.type === 'release'
+    || command.type === 'append' || command.type === 'bye';
 }
