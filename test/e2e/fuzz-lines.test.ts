@@ -11,7 +11,7 @@ import { frameBytesMax } from '../../lib/core/limits';
 import { AvailabilityProbe } from '../../lib/fuzz/fuzz-node';
 import { runPlans, type ConnectionPlan } from '../../lib/fuzz/live-lines';
 import { LineGenerator, type LineKind } from '../../lib/fuzz/raw-lines';
-import { cleanupNodeProcesses, startNodeProcess, type NodeProcess } from '../helpers/node-process';
+import { nodeForSuite } from '../helpers/node-process';
 
 const lineCount = 2000;
 const connectionCount = 6;
@@ -33,23 +33,14 @@ function streamPlans(prng: Prng): { plans: ConnectionPlan[]; kinds: Map<LineKind
 
 describe('e2e: fuzzed lines against a live node', function () {
   this.timeout(40000);
-  let node: NodeProcess;
-
-  before(async () => {
-    node = await startNodeProcess();
-  });
-
-  after(async () => {
-    await node?.stop();
-    await cleanupNodeProcesses();
-  });
+  const node = nodeForSuite();
 
   it(`survives ${lineCount} malformed lines and answers each one (seed from FUZZ_SEED)`, async () => {
     // eslint-disable-next-line no-console
     console.log(`      fuzz seed ${seed} (replay with FUZZ_SEED=${seed})`);
     const prng = new Prng(seed);
     const { plans, kinds } = streamPlans(prng);
-    const stats = await runPlans(node.port, plans, prng.int(0, 2 ** 31));
+    const stats = await runPlans(node().port, plans, prng.int(0, 2 ** 31));
     // eslint-disable-next-line no-console
     console.log(`      kinds ${JSON.stringify(Object.fromEntries(kinds))}; ${stats.valid} valid requests; answers ${JSON.stringify(Object.fromEntries(stats.codes))}`);
     expect(stats.valid, 'some lines are valid requests').to.be.greaterThan(lineCount * 0.1);
@@ -57,9 +48,9 @@ describe('e2e: fuzzed lines against a live node', function () {
     expect(stats.codes.get('ok') ?? 0, 'some fuzzed requests succeeded').to.be.greaterThan(50);
 
     // The node is up and serves a well-formed client normally.
-    expect(node.exited).to.equal(false);
-    await new AvailabilityProbe().run(node.port);
-    const errors = node.logs().filter((l) => l['level'] === 'error');
+    expect(node().exited).to.equal(false);
+    await new AvailabilityProbe().run(node().port);
+    const errors = node().logs().filter((l) => l['level'] === 'error');
     expect(errors, JSON.stringify(errors).slice(0, 1000)).to.have.length(0);
   });
 });

@@ -235,3 +235,20 @@ async function waitForLeader(port: number, timeoutMs: number): Promise<void> {
     socket.destroy();
   }
 }
+
+/** For a mocha `describe`: starts one node (with `options`) before its tests, stops it and cleans
+ *  up after them, and returns a getter for it (the node exists only once `before` ran). */
+export function nodeForSuite(options: StartNodeOptions = {}): () => NodeProcess {
+  let node: NodeProcess | undefined;
+  before(async () => {
+    node = await startNodeProcess(options);
+  });
+  after(async () => {
+    await node?.stop();
+    await cleanupNodeProcesses();
+  });
+  return () => {
+    if (node === undefined) throw new Error('the suite node has not started (call it inside a test or hook)');
+    return node;
+  };
+}

@@ -3,22 +3,13 @@
 // effect, and a blocked acquire (applied, waiting in the lock's queue) takes no share.
 import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
-import { cleanupNodeProcesses, startNodeProcess, type NodeProcess } from '../helpers/node-process';
+import { nodeForSuite } from '../helpers/node-process';
 import { rawClientPool, type Message } from '../helpers/raw-client';
 
 describe('security: a fair share of the log per connection', function () {
   this.timeout(30000);
-  let node: NodeProcess;
-  const raw = rawClientPool(() => node.port);
-
-  before(async () => {
-    node = await startNodeProcess();
-  });
-
-  after(async () => {
-    await node?.stop();
-    await cleanupNodeProcesses();
-  });
+  const node = nodeForSuite();
+  const raw = rawClientPool(() => node().port);
 
   it('serves 300 pipelined takes in the order they were sent (tokens rise with the send order)', async () => {
     const c = await raw();

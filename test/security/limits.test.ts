@@ -3,7 +3,7 @@
 import * as net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
-import { cleanupNodeProcesses, startNodeProcess, type NodeProcess } from '../helpers/node-process';
+import { nodeForSuite } from '../helpers/node-process';
 import { connectRaw, errorOf, rawClientPool, sleep, waitFor, type RawClient } from '../helpers/raw-client';
 
 function closedWithin(socket: net.Socket, ms: number): Promise<boolean> {
@@ -21,23 +21,12 @@ describe('security: limits', function () {
   this.timeout(60000);
 
   describe('bounds of one node (connections, pending requests, idle connections)', () => {
-    let node: NodeProcess;
-    const raw = rawClientPool(() => node.port);
+    const node = nodeForSuite({ args: ['--max-connections', '4', '--max-pending-per-connection', '2', '--idle-timeout-ms', '400'] });
+    const raw = rawClientPool(() => node().port);
     const sockets: net.Socket[] = [];
-
-    before(async () => {
-      node = await startNodeProcess({
-        args: ['--max-connections', '4', '--max-pending-per-connection', '2', '--idle-timeout-ms', '400'],
-      });
-    });
 
     afterEach(() => {
       for (const s of sockets.splice(0)) s.destroy();
-    });
-
-    after(async () => {
-      await node?.stop();
-      await cleanupNodeProcesses();
     });
 
     async function bound(): Promise<RawClient> {
@@ -48,7 +37,7 @@ describe('security: limits', function () {
 
     it('answers one client connection past --max-connections with limit_exceeded and closes it; the others are served', async () => {
       const held = [await bound(), await bound(), await bound(), await bound()];
-      const extra = await connectRaw(node.port);
+      const extra = await connectRaw(node().port);
       extra.send({ id: 1, action: 'status' });
       const refusal = await extra.next();
       expect(refusal).to.include({ id: null, ok: false });
@@ -85,7 +74,7 @@ describe('security: limits', function () {
     it('closes a connection with no session after --idle-timeout-ms, and one that never sends a line; keeps a session\'s', async () => {
       const quiet = await raw();
       expect(await quiet.request({ action: 'status' })).to.include({ ok: true });
-      const silent = net.connect(node.port, '127.0.0.1');
+      const silent = net.connect(node().port, '127.0.0.1');
       sockets.push(silent);
       const session = await bound();
       expect(await closedWithin(quiet.socket, 5000)).to.equal(true);
@@ -96,19 +85,10 @@ describe('security: limits', function () {
   });
 
   describe('backpressure', () => {
-    let node: NodeProcess;
-
-    before(async () => {
-      node = await startNodeProcess();
-    });
-
-    after(async () => {
-      await node?.stop();
-      await cleanupNodeProcesses();
-    });
+    const node = nodeForSuite();
 
     it('stops reading a client that does not read its answers, serves others meanwhile, and loses nothing', async () => {
-      const hostile = net.connect(node.port, '127.0.0.1');
+      const hostile = net.connect(node().port, '127.0.0.1');
       await new Promise((resolve) => hostile.once('connect', resolve));
       hostile.pause(); // never read, for now
       const requests = 200_000;
@@ -125,7 +105,7 @@ describe('security: limits', function () {
       // The node stopped reading: most of what we wrote is still queued on our side. (Without
       // backpressure it would have read everything and buffered the answers itself.)
       expect(hostile.writableLength, 'bytes the node left unread').to.be.above(2 * 1024 * 1024);
-      const other = await connectRaw(node.port);
+      const other = await connectRaw(node().port);
       const started = Date.now();
       expect(await other.request({ action: 'status' }, 10000)).to.include({ ok: true });
       expect(Date.now() - started).to.be.below(5000);
@@ -155,7 +135,7 @@ describe('security: limits', function () {
     it('cuts off a client that pipelines reads of a large file and never reads, and stays up', async () => {
       // 4096 reads of a 1 MiB file answered in one turn are 4 GiB of answers: the node must cut
       // the client off as its queue passes the bound, not build them all (and fall over).
-      const owner = await connectRaw(node.port);
+      const owner = await connectRaw(node().port);
       const ownerId = randomUUID();
       const file = `big-${randomUUID()}`;
       const granted = await owner.request({ action: 'preempt', lock_name: file, client_id: ownerId });
@@ -165,7 +145,7 @@ describe('security: limits', function () {
         const appended = await owner.request({ action: 'append', file, data: part, lock_name: file, token: granted['token'], client_id: ownerId });
         expect(appended).to.include({ ok: true });
       }
-      const hostile = net.connect(node.port, '127.0.0.1');
+      const hostile = net.connect(node().port, '127.0.0.1');
       await new Promise((resolve) => hostile.once('connect', resolve));
       hostile.pause(); // never read
       hostile.on('error', () => undefined);
@@ -173,16 +153,16 @@ describe('security: limits', function () {
       for (let i = 1; i <= 4096; i++) lines.push(`{"id":${i},"action":"read","file":"${file}"}\n`);
       hostile.write(lines.join(''));
       expect(await closedWithin(hostile, 15000), 'the node cut the client off').to.equal(true);
-      expect(node.exited, 'the node is still running').to.equal(false);
+      expect(node().exited, 'the node is still running').to.equal(false);
       expect(await owner.request({ action: 'status' }, 10000)).to.include({ ok: true });
-      expect(node.logs().some((entry) => entry['event'] === 'client_cut_off')).to.equal(true);
+      expect(node().logs().some((entry) => entry['event'] === 'client_cut_off')).to.equal(true);
       owner.close();
     });
 
     it('delivers every answer to a client that pipelines many large reads and reads them', async () => {
       // Answers are encoded as the client takes them, a megabyte ahead: all of them must still
       // arrive, in order, whether the socket asks for more with 'drain' or took everything.
-      const owner = await connectRaw(node.port);
+      const owner = await connectRaw(node().port);
       const ownerId = randomUUID();
       const file = `big-${randomUUID()}`;
       const granted = await owner.request({ action: 'preempt', lock_name: file, client_id: ownerId });
@@ -191,7 +171,7 @@ describe('security: limits', function () {
         expect(await owner.request({ action: 'append', file, data: part, lock_name: file, token: granted['token'], client_id: ownerId })).to.include({ ok: true });
       }
       owner.close();
-      const reader = net.connect(node.port, '127.0.0.1');
+      const reader = net.connect(node().port, '127.0.0.1');
       await new Promise((resolve) => reader.once('connect', resolve));
       const reads = 300;
       const lines: string[] = [];
@@ -225,18 +205,11 @@ describe('security: limits', function () {
   });
 
   describe('silent connections', () => {
-    let node: NodeProcess;
     const sockets: net.Socket[] = [];
-
-    before(async () => {
-      node = await startNodeProcess();
-    });
-
-    after(async () => {
+    after(() => {
       for (const s of sockets.splice(0)) s.destroy();
-      await node?.stop();
-      await cleanupNodeProcesses();
     });
+    const node = nodeForSuite();
 
     it('serves a new client while more than 1024 connections stay silent, closing the oldest silent ones', async () => {
       // Sockets that have not sent a line are bounded at 1024 (they may still turn out to be
@@ -245,7 +218,7 @@ describe('security: limits', function () {
       for (let batch = 0; batch < 11; batch++) {
         await Promise.all(Array.from({ length: 100 }, () => new Promise<void>((resolve) => {
           const i = closed.push(false) - 1;
-          const s = net.connect(node.port, '127.0.0.1');
+          const s = net.connect(node().port, '127.0.0.1');
           sockets.push(s);
           s.on('error', () => undefined);
           s.once('connect', () => resolve());
@@ -255,7 +228,7 @@ describe('security: limits', function () {
           });
         })));
       }
-      const client = await connectRaw(node.port);
+      const client = await connectRaw(node().port);
       expect(await client.request({ action: 'status' }, 5000)).to.include({ ok: true });
       client.close();
       await waitFor(async () => closed.filter(Boolean).length, (n) => n >= 1100 - 1024, 5000);
@@ -265,19 +238,10 @@ describe('security: limits', function () {
   });
 
   describe('bounds of the replicated state, over the wire', () => {
-    let node: NodeProcess;
-    const raw = rawClientPool(() => node.port);
-
-    before(async () => {
-      node = await startNodeProcess({
-        args: ['--max-waiters-per-lock', '1', '--max-file-bytes', '8', '--max-sessions', '3', '--max-locks-per-session', '2'],
-      });
+    const node = nodeForSuite({
+      args: ['--max-waiters-per-lock', '1', '--max-file-bytes', '8', '--max-sessions', '3', '--max-locks-per-session', '2'],
     });
-
-    after(async () => {
-      await node?.stop();
-      await cleanupNodeProcesses();
-    });
+    const raw = rawClientPool(() => node().port);
 
     it('answers limit_exceeded for waiters, file bytes, sessions and locks per session, and nothing changes', async () => {
       const [a, b, c] = [await raw(), await raw(), await raw()];

@@ -3,22 +3,13 @@
 // resume_token the node handed out at hello (not with the guessable client_id alone).
 import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
-import { cleanupNodeProcesses, startNodeProcess, type NodeProcess } from '../helpers/node-process';
+import { nodeForSuite } from '../helpers/node-process';
 import { errorOf, rawClientPool, sleep } from '../helpers/raw-client';
 
 describe('security: session ownership', function () {
   this.timeout(20000);
-  let node: NodeProcess;
-  const raw = rawClientPool(() => node.port);
-
-  before(async () => {
-    node = await startNodeProcess();
-  });
-
-  after(async () => {
-    await node?.stop();
-    await cleanupNodeProcesses();
-  });
+  const node = nodeForSuite();
+  const raw = rawClientPool(() => node().port);
 
   it('refuses release, append, keepalive and bye from a connection that names the owner\'s client_id', async () => {
     const owner = await raw();
