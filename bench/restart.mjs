@@ -8,6 +8,9 @@
 // building it takes seconds, not the minutes a live cluster would need to commit a million
 // entries. The log holds hello for every client and then preempt/release pairs over 10,000
 // lock names, the shape of a busy cluster's log.
+//
+// RESTART_NODE_FLAGS="--cpu-prof ..." passes node flags to the server; the server is then
+// stopped with SIGINT instead of SIGKILL, so a profile gets written.
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';

@@ -74,8 +74,8 @@ function limitsFrom<T extends object>(values: FlagValues, flags: ReadonlyArray<[
 
 /** A secret kept in a file (never on the command line, where `ps` shows it). Surrounding
  *  whitespace is not part of it, so an editor's trailing newline does no harm. */
-export function readSecretFile(flag: string, file: string): string {
-  const secret = readFlagFile(flag.replace(/^--/, ''), file).toString('utf8').trim();
+function readSecretFile(flag: string, file: string): string {
+  const secret = readFlagFile(flag, file).toString('utf8').trim();
   if (secret === '') throw new UsageError(`${flag}: ${file} is empty`);
   if (/\s/.test(secret)) throw new UsageError(`${flag}: ${file} must hold one token with no whitespace inside`);
   return secret;
@@ -148,7 +148,7 @@ function securityOptions(values: FlagValues): Pick<NodeOptions, 'tls' | 'cluster
   }
   const options: Pick<NodeOptions, 'tls' | 'clusterSecret'> = {};
   if (given.length > 0) {
-    const [cert, key, ca] = tlsFlags.map((flag) => readFlagFile(flag, values[flag] as string));
+    const [cert, key, ca] = tlsFlags.map((flag) => readFlagFile(`--${flag}`, values[flag] as string));
     try {
       // Fails now, not at the first connection, on a malformed PEM or a key that is not the cert's.
       createSecureContext({ cert, key, ca });
@@ -168,7 +168,7 @@ function readFlagFile(flag: string, file: string): Buffer {
   try {
     return fs.readFileSync(file);
   } catch (err) {
-    throw new UsageError(`--${flag}: cannot read ${file}: ${(err as Error).message}`);
+    throw new UsageError(`${flag}: cannot read ${file}: ${(err as Error).message}`);
   }
 }
 

@@ -65,3 +65,8 @@ export type CommandType = Command['type'];
 
 /** Commands that carry a request_id and whose answers are remembered per session. */
 export type DedupCommand = PreemptCommand | AcquireCommand | ReleaseCommand | AppendCommand | ByeCommand;
+
+export function isDedupCommand(command: Command): command is DedupCommand {
+  const type = command.type;
+  return type === 'preempt' || type === 'acquire' || type === 'release' || type === 'append' || type === 'bye';
+}

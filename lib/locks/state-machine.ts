@@ -268,15 +268,16 @@ function applyPreempt(state: LockState, session: Session, command: PreemptComman
     if (lock.owner === session.client) return grantAnswer(lock);
     return errorAnswer('lock_held', `${command.lock} is held by ${lock.owner}`, lock.owner);
   }
-  return takeRefusedByBound(state, session, command) ?? grantAnswer(grant(state, command.lock, session, command.leaseMs));
+  return takeRefusedByBound(state, session, command, lock) ?? grantAnswer(grant(state, command.lock, session, command.leaseMs));
 }
 
 /**
  * The limit_exceeded a take gets from apply in this state, or null when it is answered
  * otherwise (granted, held by another, already queued, timeout 0, or queued within the bounds).
  */
-function takeRefusedByBound(state: LockState, session: Session, command: PreemptCommand | AcquireCommand): Answer | null {
-  const lock = state.locks.get(command.lock);
+function takeRefusedByBound(
+  state: LockState, session: Session, command: PreemptCommand | AcquireCommand, lock: LockEntry | undefined,
+): Answer | null {
   if (lock === undefined || lock.owner === null) return newLockRefused(state, session, lock !== undefined);
   if (command.type === 'preempt' || lock.owner === session.client) return null;
   if (lock.waiters.get(session.client) !== undefined || command.timeoutMs === 0) return null;
@@ -297,7 +298,7 @@ export function takeRefusedAhead(state: LockState, command: PreemptCommand | Acq
   const session = state.sessions.get(command.client);
   if (session === undefined || session.conn !== command.conn) return null;
   if (command.req !== undefined && session.results.has(command.req)) return null;
-  return takeRefusedByBound(state, session, command);
+  return takeRefusedByBound(state, session, command, state.locks.get(command.lock));
 }
 
 /** A session taking or queueing for one more lock, past a bound; null when there is room. */
@@ -316,7 +317,7 @@ function newLockRefused(state: LockState, session: Session, lockInUse: boolean):
 function applyAcquire(state: LockState, session: Session, command: AcquireCommand): Answer | null {
   const lock = state.locks.get(command.lock);
   if (lock === undefined || lock.owner === null) {
-    return takeRefusedByBound(state, session, command) ?? grantAnswer(grant(state, command.lock, session, command.leaseMs));
+    return takeRefusedByBound(state, session, command, lock) ?? grantAnswer(grant(state, command.lock, session, command.leaseMs));
   }
   if (lock.owner === session.client) return grantAnswer(lock);
   const queued = lock.waiters.get(session.client);
@@ -326,7 +327,7 @@ function applyAcquire(state: LockState, session: Session, command: AcquireComman
     return null;
   }
   if (command.timeoutMs === 0) return errorAnswer('timeout', `${command.lock} is held by ${lock.owner}`);
-  const refused = takeRefusedByBound(state, session, command);
+  const refused = takeRefusedByBound(state, session, command, lock);
   if (refused !== null) return refused;
   const waiter: Waiter = {
     client: session.client,

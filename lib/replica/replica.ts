@@ -16,7 +16,7 @@ import { assert } from '../core/assert';
 import { errorAnswer, type Answer } from '../protocol/answers';
 import type { ErrorCode } from '../protocol/errors';
 import type { CheckRequest, ReadRequest, Request, RequestId } from '../protocol/schemas';
-import type { AcquireCommand, Command, ConnId, PreemptCommand, Touch } from '../locks/commands';
+import { isDedupCommand, type AcquireCommand, type Command, type ConnId, type PreemptCommand, type Touch } from '../locks/commands';
 import { apply, takeRefusedAhead, type Effect } from '../locks/state-machine';
 import { checkLock, createLockState, nextDeadlineAt, readFile, type LockState } from '../locks/state';
 import { decodeSnapshot, encodeSnapshot } from '../locks/snapshot';
@@ -383,7 +383,8 @@ export class Replica {
   ): void {
     command.origin = origin;
     const extra = command.type === 'hello' && !command.implicit ? { node: this.config.nodeId } : null;
-    const share = reply !== null && isShared(command) ? reply.conn : null;
+    // A client's own state changes take a share of its connection's proposals.
+    const share = reply !== null && isDedupCommand(command) ? reply.conn : null;
     if (share !== null) share.proposing++;
     this.pending.set(origin, { command, reply, helloFor, touchReplies, reads: null, extra, share, createdAt: now, sentAt: null, sentTo: null, everSent: false });
     this.queued.push(origin);
@@ -864,8 +865,3 @@ function sameLimits(a: StateLimits, b: StateLimits): boolean {
   return (Object.keys(a) as Array<keyof StateLimits>).every((key) => a[key] === b[key]);
 }
 
-/** Commands that take a share of their connection's proposals: the client's state changes. */
-function isShared(command: Command): boolean {
-  return command.type === 'preempt' || command.type === 'acquire' || command.type === 'release'
-    || command.type === 'append' || command.type === 'bye';
-}
