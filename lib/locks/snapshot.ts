@@ -164,7 +164,7 @@ function encodeLock(name: string, lock: LockEntry): LockV1 {
     token: lock.token,
     grantedAt: lock.grantedAt,
     leaseUntil: lock.leaseUntil,
-    waiters: lock.waiters.toArray().map((waiter): WaiterV1 => ({
+    waiters: (lock.waiters?.toArray() ?? []).map((waiter): WaiterV1 => ({
       client: waiter.client,
       seq: waiter.seq,
       enqueuedAt: waiter.enqueuedAt,
@@ -298,7 +298,7 @@ function decodeLock(value: unknown, path: string, seq: number): LockEntry {
     token: fields.count('token'),
     grantedAt: fields.time('grantedAt'),
     leaseUntil: fields.timeOrNull('leaseUntil'),
-    waiters: new WaitQueue(),
+    waiters: null,
   };
   fields.list('waiters').forEach((item, i) => {
     const at = `${path}.waiters[${i}]`;
@@ -312,8 +312,8 @@ function decodeLock(value: unknown, path: string, seq: number): LockEntry {
       leaseMs: leaseMs ?? undefined,
       reqs: [...w.stringSet('reqs')],
     };
-    if (lock.waiters.get(waiter.client) !== undefined) throw new SnapshotError(`${at}: ${JSON.stringify(waiter.client)} waits twice`);
-    lock.waiters.push(waiter);
+    if (lock.waiters?.get(waiter.client) !== undefined) throw new SnapshotError(`${at}: ${JSON.stringify(waiter.client)} waits twice`);
+    (lock.waiters ??= new WaitQueue()).push(waiter);
   });
   return lock;
 }

@@ -723,7 +723,7 @@ export class Replica {
       if (lock?.owner === client) {
         this.waiting.delete(key);
         for (const reply of replies) this.answer(reply, { ok: true, lock_name: lockName, owner: client, token: lock.token });
-      } else if (lock?.waiters.get(client) === undefined) {
+      } else if (lock?.waiters?.get(client) === undefined) {
         this.waiting.delete(key);
         for (const reply of replies) this.answer(reply, errorAnswer('unavailable', 'this node lost track of the wait; send the acquire again (with the same request_id)'));
       }

@@ -111,7 +111,7 @@ describe('locks/snapshot', () => {
       // The story above produced what it claims to (so the round trip below covers it).
       const lock = state.locks.get('L');
       if (lock === undefined) expect.fail('L is held');
-      expect(lock.waiters.toArray().map((waiter) => [waiter.client, waiter.reqs])).to.deep.equal([['b', ['b1', 'b2']], ['d', ['d1']]]);
+      expect(lock.waiters?.toArray().map((waiter) => [waiter.client, waiter.reqs])).to.deep.equal([['b', ['b1', 'b2']], ['d', ['d1']]]);
       expect(state.sessions.get('d')?.connected).to.equal(false);
       expect(state.sessions.get('b')?.results.get('b1')?.answer).to.equal(null);
       expect(state.files.get('f')?.chunks).to.deep.equal(['x', 'é😀']);
@@ -121,11 +121,11 @@ describe('locks/snapshot', () => {
       const copy = roundTrip(state);
       const copied = copy.locks.get('L');
       if (copied === undefined) expect.fail('L is held in the copy');
-      expect(copied.waiters.toArray()).to.deep.equal([
-        { client: 'b', seq: lock.waiters.get('b')?.seq, enqueuedAt: 30, deadline: null, leaseMs: undefined, reqs: ['b1', 'b2'] },
-        { client: 'd', seq: lock.waiters.get('d')?.seq, enqueuedAt: 30, deadline: 3030, leaseMs: 50, reqs: ['d1'] },
+      expect(copied.waiters?.toArray()).to.deep.equal([
+        { client: 'b', seq: lock.waiters?.get('b')?.seq, enqueuedAt: 30, deadline: null, leaseMs: undefined, reqs: ['b1', 'b2'] },
+        { client: 'd', seq: lock.waiters?.get('d')?.seq, enqueuedAt: 30, deadline: 3030, leaseMs: 50, reqs: ['d1'] },
       ]);
-      expect(copied.waiters.length).to.equal(2);
+      expect(copied.waiters?.length).to.equal(2);
       expect(copied).to.include({ owner: 'a', token: 1, grantedAt: 10, leaseUntil: 4010 });
       expect([...(copy.sessions.get('a')?.results.keys() ?? [])]).to.deep.equal(['a1', 'a2', 'a3', 'a4']);
       expect(copy.sessions.get('d')).to.include({ connected: false, disconnectedAt: 450, graceMs: 2000, resume: 'secret-d' });
@@ -199,12 +199,12 @@ describe('locks/snapshot', () => {
     /** What the state at the snapshot point holds that could go wrong in a restore. */
     function noteSnapshotState(state: LockState): void {
       const live = state.sessions.size + [...state.locks.values()].filter((lock) => lock.leaseUntil !== null).length
-        + [...state.locks.values()].reduce((n, lock) => n + lock.waiters.toArray().filter((waiter) => waiter.deadline !== null).length, 0);
+        + [...state.locks.values()].reduce((n, lock) => n + (lock.waiters?.toArray() ?? []).filter((waiter) => waiter.deadline !== null).length, 0);
       if (state.deadlines.size > live) atSnapshot.add('stale deadlines');
       for (const lock of state.locks.values()) {
         if (lock.leaseUntil !== null) atSnapshot.add('lease');
-        if (lock.waiters.length > 1) atSnapshot.add('queue of two');
-        for (const waiter of lock.waiters.toArray()) if (waiter.deadline !== null) atSnapshot.add('waiter timeout');
+        if ((lock.waiters?.length ?? 0) > 1) atSnapshot.add('queue of two');
+        for (const waiter of lock.waiters?.toArray() ?? []) if (waiter.deadline !== null) atSnapshot.add('waiter timeout');
       }
       for (const session of state.sessions.values()) {
         if (!session.connected) atSnapshot.add('disconnected session');

@@ -108,7 +108,7 @@ describe('simulation', function () {
       waiter.connect(f1);
       hello(c, waiter, 'waiter');
       const waitId = waiter.send({ action: 'acquire', lock_name: 'job', client_id: 'waiter', request_id: 'w1' });
-      runFor(c, () => (c.checker.ref.locks.get('job')?.waiters.length ?? 0) === 1, 2000);
+      runFor(c, () => (c.checker.ref.locks.get('job')?.waiters?.length ?? 0) === 1, 2000);
       runFor(c, () => false, 200);
       expect(waiter.answers.has(waitId)).to.equal(false);
 
