@@ -560,8 +560,11 @@ export class Replica {
     return Math.max(this.lastStampedAt, this.timeBase + (now - this.monoBase));
   }
 
+  /** Cluster time for a command: whole milliseconds, so that every time the state keeps (grants,
+   *  contacts, deadlines: all this plus whole-ms durations) is a small integer, not a boxed
+   *  double, and snapshots write it short (issue 7: memory per lock). Never early: rounded down. */
   private stampNow(now: number): number {
-    const at = this.clusterNow(now);
+    const at = Math.floor(this.clusterNow(now));
     this.lastStampedAt = at;
     return at;
   }
