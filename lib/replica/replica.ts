@@ -198,6 +198,14 @@ export class Replica {
     });
   }
 
+  /** Entries between saved snapshots: snapshotEveryEntries, or half the locks and sessions
+   *  when there are more. A snapshot costs time and memory in proportion to the state, so a
+   *  large state takes one less often (each entry pays for a constant share of one); the disk
+   *  log a restart replays stays shorter than the state the snapshot would have held. */
+  private snapshotDueAfter(): number {
+    return Math.max(this.config.snapshotEveryEntries, (this.state.locks.size + this.state.sessions.size) >> 1);
+  }
+
   /** A snapshot of the state as applied now (for a follower that lags, or to save). */
   private snapshotNow(): Snapshot {
     const index = this.state.appliedIndex;
@@ -745,7 +753,7 @@ export class Replica {
     if (raft.appliedIndex === this.state.appliedIndex) {
       const compactable = raft.compactableIndex(Math.min(this.config.logEntriesKept ?? 2000, this.config.snapshotEveryEntries));
       if (compactable > raft.log.snapshotIndex) raft.compact(compactable);
-      if (raft.appliedIndex - this.savedSnapshotIndex >= this.config.snapshotEveryEntries && raft.appliedIndex <= raft.log.stableIndex) {
+      if (raft.appliedIndex - this.savedSnapshotIndex >= this.snapshotDueAfter() && raft.appliedIndex <= raft.log.stableIndex) {
         snapshotToSave = this.snapshotNow();
         this.savedSnapshotIndex = snapshotToSave.index;
       }
