@@ -122,7 +122,7 @@ export function encodeSnapshot(state: LockState): string {
   for (const key of limitKeys) limits[key] = state.limits[key];
   const owners = new Map<string, number>();
   for (const client of state.sessions.keys()) owners.set(client, owners.size);
-  const snapshot: SnapshotV3 = {
+  const head: Omit<SnapshotV3, 'locks' | 'files' | 'deadlines'> = {
     v: 3,
     now: state.now,
     appliedIndex: state.appliedIndex,
@@ -130,11 +130,28 @@ export function encodeSnapshot(state: LockState): string {
     seq: state.seq,
     limits,
     sessions: [...state.sessions].map(([client, session]) => encodeSession(client, session)),
-    locks: [...state.locks].map(([name, lock]) => encodeLock(name, lock, owners)),
+  };
+  const tail: Pick<SnapshotV3, 'files' | 'deadlines'> = {
     files: [...state.files].map(([name, file]) => encodeFile(name, file)),
     deadlines: state.deadlines.entries().map(encodeDeadline),
   };
-  return JSON.stringify(snapshot);
+  // The same text as JSON.stringify of the whole SnapshotV3, but the locks, most of a large
+  // state, are written a few at a time: no list of them all is made, only their text.
+  return `${JSON.stringify(head).slice(0, -1)},"locks":[${encodeLocks(state, owners)}],${JSON.stringify(tail).slice(1)}`;
+}
+
+function encodeLocks(state: LockState, owners: ReadonlyMap<string, number>): string {
+  const chunks: string[] = [];
+  let pieces: string[] = [];
+  for (const [name, lock] of state.locks) {
+    pieces.push(JSON.stringify(encodeLock(name, lock, owners)));
+    if (pieces.length === 1024) {
+      chunks.push(pieces.join(','));
+      pieces = [];
+    }
+  }
+  if (pieces.length > 0) chunks.push(pieces.join(','));
+  return chunks.join(',');
 }
 
 function encodeSession(client: string, session: Session): SessionV1 {

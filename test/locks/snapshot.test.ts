@@ -113,6 +113,20 @@ describe('locks/snapshot', () => {
       expect(JSON.stringify(v2).length, 'v3 is the shorter').to.be.above(encodeSnapshot(state).length);
     });
 
+    it('writes thousands of locks, a few at a time, as JSON.stringify writes the whole', () => {
+      const log = new Log();
+      log.run(hello(0, 'a', 100000));
+      log.run(hello(0, 'b', 100000));
+      for (let i = 0; i < 2500; i++) {
+        const client = i % 3 === 0 ? 'b' : 'a';
+        log.run({ type: 'preempt', at: i, client, conn: conn(client), lock: `k${i}`, req: `r${i}`, ...(i % 7 === 0 ? { leaseMs: 5000 } : {}) });
+      }
+      const text = encodeSnapshot(log.state);
+      expect(text).to.equal(JSON.stringify(JSON.parse(text)));
+      expect((JSON.parse(text) as { locks: unknown[] }).locks).to.have.length(2500);
+      roundTrip(log.state);
+    });
+
     it('keeps limits that differ from the defaults, and the total file bytes', () => {
       const log = busyLog();
       log.state.limits = { ...log.state.limits, sessions: 7, fileBytes: 99 };
