@@ -41,13 +41,13 @@ export async function makeDirectoryDurable(dir: string): Promise<void> {
 const writesByPath = new Map<string, Promise<void>>();
 
 /**
- * Replaces `target` with `data` atomically and durably: the promise resolves only after the new
+ * Replaces `target` with `data` (or its pieces, in order) atomically and durably: the promise resolves only after the new
  * contents and the rename are both on disk. Missing parent directories are created.
  * Calls for the same path take effect in call order, so a caller must not await anything between
  * deciding what to write and calling this. `data` is read when the write runs, after the earlier
  * ones: leave it unchanged until the promise settles.
  */
-export function writeFileAtomic(target: string, data: Buffer | string): Promise<void> {
+export function writeFileAtomic(target: string, data: Buffer | string | readonly string[]): Promise<void> {
   assert(!target.endsWith('.tmp'), 'the target is not itself a temp file');
   const key = path.resolve(target);
   const previous = writesByPath.get(key) ?? Promise.resolve();
@@ -61,7 +61,7 @@ export function writeFileAtomic(target: string, data: Buffer | string): Promise<
   return current;
 }
 
-async function writeNow(target: string, data: Buffer | string): Promise<void> {
+async function writeNow(target: string, data: Buffer | string | readonly string[]): Promise<void> {
   // A fixed temp name (not a random one) so that a crash leaves at most one stray file per target,
   // which the next write overwrites. The per-path chain above keeps it private to one write.
   const temp = `${target}.tmp`;
@@ -69,7 +69,9 @@ async function writeNow(target: string, data: Buffer | string): Promise<void> {
   const handle = await fs.open(temp, 'w');
   try {
     try {
-      await handle.writeFile(data);
+      if (typeof data === 'string' || Buffer.isBuffer(data)) await handle.writeFile(data);
+      // Pieces one after the other: never the bytes of the whole file at once in memory.
+      else for (const chunk of data) await handle.writeFile(chunk);
       await handle.sync();
     } finally {
       await handle.close();

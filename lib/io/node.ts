@@ -18,7 +18,6 @@ import type { Request, RequestId } from '../protocol/schemas';
 import type { Answer } from '../protocol/answers';
 import { Replica, type ConnState, type NodeReady } from '../replica/replica';
 import type { PeerMessage } from '../replica/peer-messages';
-import { writeFileAtomic } from './atomic-file';
 import { startClientListener, type ClientListener } from './client-listener';
 import { DiskLog, type FsyncMode, type LogEntry } from './disk-log';
 import { commandText } from './entry-codec';
@@ -30,6 +29,7 @@ import { startHttpListener } from './http-listener';
 import type { Logger } from './logger';
 import { Metrics } from './metrics';
 import { PeerTransport } from './peer-transport';
+import { parseSnapshotFile, writeSnapshotFile } from './snapshot-file';
 import { defaultConnectionLimits, defaultStateLimits, type ConnectionLimits, type StateLimits } from '../core/limits';
 import type { TlsMaterial } from './tls-options';
 
@@ -217,7 +217,7 @@ export class LatchkeyNode implements RequestSink {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw err;
     }
-    return JSON.parse(text) as Snapshot;
+    return parseSnapshotFile(text);
   }
 
   // ---- RequestSink ----
@@ -346,7 +346,7 @@ export class LatchkeyNode implements RequestSink {
   private async writeWithSnapshot(ready: Ready<Command>): Promise<void> {
     const snapshot = ready.snapshot as Snapshot;
     if (ready.hardState !== null) await writeHardState(this.options.dataDir, ready.hardState);
-    await this.inSnapshotOrder(() => writeFileAtomic(this.snapshotPath, JSON.stringify(snapshot)));
+    await this.inSnapshotOrder(() => writeSnapshotFile(this.snapshotPath, snapshot));
     await this.log.reset(snapshot.index + 1);
     if (ready.truncateFrom !== null) await this.log.truncateSuffix(ready.truncateFrom);
     if (ready.entries.length > 0) await this.appendEntries(ready.entries);
@@ -380,7 +380,7 @@ export class LatchkeyNode implements RequestSink {
       // a large state took up to half a second, and every answer waited behind it). A crash
       // before it is durable loses nothing: the old snapshot and the whole log are still there.
       void this.inSnapshotOrder(async () => {
-        await writeFileAtomic(this.snapshotPath, JSON.stringify(toSave));
+        await writeSnapshotFile(this.snapshotPath, toSave);
         // Only once the snapshot is durable may the log before it go (DESIGN §7).
         await this.log.compactPrefix(toSave.index);
         this.options.logger.info('snapshot_saved', { index: toSave.index, bytes: toSave.data.length });

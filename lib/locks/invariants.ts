@@ -52,8 +52,9 @@ function checkLock(state: LockState, name: string, lock: LockEntry, deadlines: S
     // Without its heap entry a lease would never fire and the lock would be held forever.
     check(deadlines.has(deadlineKey('lease', name, name, lock.token, lock.leaseUntil)), `lock ${name} has a lease with no deadline`);
   }
-  check(lock.waiters.length === lock.waiters.toArray().length, `lock ${name} counts its waiters wrong`);
-  for (const waiter of lock.waiters.toArray()) {
+  check(lock.waiters === null || lock.waiters.length > 0, `lock ${name} keeps an empty queue`);
+  check((lock.waiters?.length ?? 0) === (lock.waiters?.toArray().length ?? 0), `lock ${name} counts its waiters wrong`);
+  for (const waiter of lock.waiters?.toArray() ?? []) {
     check(waiter.client !== owner, `lock ${name}: its owner ${owner} also waits for it`);
     const waiting = state.sessions.get(waiter.client);
     check(waiting !== undefined, `lock ${name}: waiter ${waiter.client} has no session`);
@@ -72,7 +73,7 @@ function checkSession(state: LockState, client: string, session: Session, deadli
   }
   for (const name of session.waits) {
     const lock = state.locks.get(name);
-    check(lock !== undefined && lock.waiters.get(client) !== undefined, `session ${client} lists a wait on ${name}, which has no such waiter`);
+    check(lock !== undefined && lock.waiters?.get(client) !== undefined, `session ${client} lists a wait on ${name}, which has no such waiter`);
   }
   // A session with no live deadline would never expire, and its locks would be held forever.
   check(session.queuedAt !== null, `session ${client} has no live deadline`);

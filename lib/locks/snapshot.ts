@@ -13,24 +13,28 @@
 //   array (a valid heap never moves an item pushed in its own array order). A wait queue is written
 //   as its live waiters in queue order (its dead slots are invisible to every operation). A file's
 //   chunks are joined into one string (readFile does the same).
-// - Versioned and strict: `{"v":2,...}` (version 1, without limits, is still read). decodeSnapshot refuses an unknown version, bad JSON, a
+// - Versioned and strict: `{"v":3,...}` (versions 1 and 2 are still read). decodeSnapshot refuses an unknown version, bad JSON, a
 //   missing, extra or mistyped field, or a state that breaks checkInvariants, with a SnapshotError;
 //   it builds a fresh state and returns it only when all of it is valid, so nothing is ever
 //   half-restored.
 //
-// Format v2 (one JSON object, keys in this order; v1 is the same without "limits", which then
-// are the defaults):
-//   { "v": 2, "now", "appliedIndex", "lastToken", "seq",
+// Format v3 (one JSON object, keys in this order):
+//   { "v": 3, "now", "appliedIndex", "lastToken", "seq",
 //     "limits": { "sessions", "locks", "locksPerSession", "waitersPerLock", "files", "fileBytes",
 //                 "totalFileBytes" },
 //     "sessions": [{ "client", "serial", "conn", "connected", "ttlMs", "graceMs", "resume",
 //                    "lastContactAt", "disconnectedAt", "queuedAt", "locks": [name],
 //                    "waits": [name], "results": [[request_id, fingerprint, answer | null]] }],
-//     "locks":    [{ "name", "owner", "token", "grantedAt", "leaseUntil",
-//                    "waiters": [{ "client", "seq", "enqueuedAt", "deadline", "leaseMs" (null when
-//                                  absent), "reqs": [request_id] }] }],
+//     "locks":    [[ name, owner (its index in "sessions", or null), token, grantedAt, leaseUntil,
+//                    waiters: [{ "client", "seq", "enqueuedAt", "deadline", "leaseMs" (null when
+//                                absent), "reqs": [request_id] }] ]],
 //     "files":    [{ "name", "data", "sizeBytes" }],
 //     "deadlines": [{ "at", "seq", "kind", "key", "lock", "serial" }] }   (heap array order)
+// A lock is a list, not an object, and names its owner by position: at 100,000 held locks the
+// keys and the owner's client id repeated were two thirds of the text, which is made whole in
+// memory every snapshot (issue 7: memory per lock). v2 is the same with each lock an object
+// { "name", "owner" (the client id), "token", "grantedAt", "leaseUntil", "waiters" }; v1 is v2
+// without "limits", which then are the defaults.
 // Answers are stored as the JSON objects they are, in their own key order, so that a retried
 // request still gets the first answer byte for byte.
 import { assert } from '../core/assert';
@@ -41,7 +45,7 @@ import { checkInvariants } from './invariants';
 import type { CachedAnswer, GuardedFile, LockEntry, LockState, Session } from './state';
 import { WaitQueue, type Waiter } from './wait-queue';
 
-export const snapshotVersion = 2;
+export const snapshotVersion = 3;
 const limitKeys: ReadonlyArray<keyof StateLimits> = [
   'sessions', 'locks', 'locksPerSession', 'waitersPerLock', 'files', 'fileBytes', 'totalFileBytes',
 ];
@@ -80,15 +84,6 @@ interface WaiterV1 {
   reqs: string[];
 }
 
-interface LockV1 {
-  name: string;
-  owner: string | null;
-  token: number;
-  grantedAt: number;
-  leaseUntil: number | null;
-  waiters: WaiterV1[];
-}
-
 interface FileV1 {
   name: string;
   data: string;
@@ -104,15 +99,18 @@ interface DeadlineV1 {
   serial: number;
 }
 
-interface SnapshotV2 {
-  v: 2;
+/** [name, owner's index in sessions or null, token, grantedAt, leaseUntil, waiters] */
+type LockV3 = [name: string, owner: number | null, token: number, grantedAt: number, leaseUntil: number | null, waiters: WaiterV1[]];
+
+interface SnapshotV3 {
+  v: 3;
   now: number;
   appliedIndex: number;
   lastToken: number;
   seq: number;
   limits: StateLimits;
   sessions: SessionV1[];
-  locks: LockV1[];
+  locks: LockV3[];
   files: FileV1[];
   deadlines: DeadlineV1[];
 }
@@ -122,19 +120,38 @@ interface SnapshotV2 {
 export function encodeSnapshot(state: LockState): string {
   const limits = {} as StateLimits;
   for (const key of limitKeys) limits[key] = state.limits[key];
-  const snapshot: SnapshotV2 = {
-    v: 2,
+  const owners = new Map<string, number>();
+  for (const client of state.sessions.keys()) owners.set(client, owners.size);
+  const head: Omit<SnapshotV3, 'locks' | 'files' | 'deadlines'> = {
+    v: 3,
     now: state.now,
     appliedIndex: state.appliedIndex,
     lastToken: state.lastToken,
     seq: state.seq,
     limits,
     sessions: [...state.sessions].map(([client, session]) => encodeSession(client, session)),
-    locks: [...state.locks].map(([name, lock]) => encodeLock(name, lock)),
+  };
+  const tail: Pick<SnapshotV3, 'files' | 'deadlines'> = {
     files: [...state.files].map(([name, file]) => encodeFile(name, file)),
     deadlines: state.deadlines.entries().map(encodeDeadline),
   };
-  return JSON.stringify(snapshot);
+  // The same text as JSON.stringify of the whole SnapshotV3, but the locks, most of a large
+  // state, are written a few at a time: no list of them all is made, only their text.
+  return `${JSON.stringify(head).slice(0, -1)},"locks":[${encodeLocks(state, owners)}],${JSON.stringify(tail).slice(1)}`;
+}
+
+function encodeLocks(state: LockState, owners: ReadonlyMap<string, number>): string {
+  const chunks: string[] = [];
+  let pieces: string[] = [];
+  for (const [name, lock] of state.locks) {
+    pieces.push(JSON.stringify(encodeLock(name, lock, owners)));
+    if (pieces.length === 1024) {
+      chunks.push(pieces.join(','));
+      pieces = [];
+    }
+  }
+  if (pieces.length > 0) chunks.push(pieces.join(','));
+  return chunks.join(',');
 }
 
 function encodeSession(client: string, session: Session): SessionV1 {
@@ -156,23 +173,19 @@ function encodeSession(client: string, session: Session): SessionV1 {
   };
 }
 
-function encodeLock(name: string, lock: LockEntry): LockV1 {
+function encodeLock(name: string, lock: LockEntry, owners: ReadonlyMap<string, number>): LockV3 {
   assert(lock.name === name, `lock ${name} is stored under the name ${lock.name}`);
-  return {
-    name,
-    owner: lock.owner,
-    token: lock.token,
-    grantedAt: lock.grantedAt,
-    leaseUntil: lock.leaseUntil,
-    waiters: lock.waiters.toArray().map((waiter): WaiterV1 => ({
-      client: waiter.client,
-      seq: waiter.seq,
-      enqueuedAt: waiter.enqueuedAt,
-      deadline: waiter.deadline,
-      leaseMs: waiter.leaseMs ?? null,
-      reqs: [...waiter.reqs],
-    })),
-  };
+  const owner = lock.owner === null ? null : owners.get(lock.owner);
+  assert(owner !== undefined, `lock ${name} is owned by ${lock.owner}, who has no session`);
+  const waiters = (lock.waiters?.toArray() ?? []).map((waiter): WaiterV1 => ({
+    client: waiter.client,
+    seq: waiter.seq,
+    enqueuedAt: waiter.enqueuedAt,
+    deadline: waiter.deadline,
+    leaseMs: waiter.leaseMs ?? null,
+    reqs: [...waiter.reqs],
+  }));
+  return [name, owner, lock.token, lock.grantedAt, lock.leaseUntil, waiters];
 }
 
 function encodeFile(name: string, file: GuardedFile): FileV1 {
@@ -198,8 +211,8 @@ export function decodeSnapshot(text: string): LockState {
   if (!isObject(parsed)) throw new SnapshotError(`snapshot: expected an object, got ${typeName(parsed)}`);
   if (!('v' in parsed)) throw new SnapshotError('snapshot: missing the version field v');
   const version = parsed['v'];
-  if (version !== 1 && version !== 2) {
-    throw new SnapshotError(`snapshot: unknown version ${JSON.stringify(version) ?? typeName(version)} (this build reads versions 1 and ${snapshotVersion})`);
+  if (version !== 1 && version !== 2 && version !== 3) {
+    throw new SnapshotError(`snapshot: unknown version ${JSON.stringify(version) ?? typeName(version)} (this build reads versions 1 to ${snapshotVersion})`);
   }
   const state = decodeState(parsed, version);
   try {
@@ -210,9 +223,9 @@ export function decodeSnapshot(text: string): LockState {
   return state;
 }
 
-function decodeState(value: Record<string, unknown>, version: 1 | 2): LockState {
+function decodeState(value: Record<string, unknown>, version: 1 | 2 | 3): LockState {
   const keys = ['v', 'now', 'appliedIndex', 'lastToken', 'seq', 'sessions', 'locks', 'files', 'deadlines'];
-  if (version === 2) keys.push('limits');
+  if (version !== 1) keys.push('limits');
   const top = new Fields(value, 'snapshot', keys);
   const seq = top.count('seq');
   const state: LockState = {
@@ -225,15 +238,17 @@ function decodeState(value: Record<string, unknown>, version: 1 | 2): LockState 
     files: new Map(),
     fileBytes: 0,
     deadlines: new DeadlineHeap(),
-    limits: version === 2 ? decodeLimits(top.object('limits')) : { ...defaultStateLimits },
+    limits: version === 1 ? { ...defaultStateLimits } : decodeLimits(top.object('limits')),
   };
   top.list('sessions').forEach((item, i) => {
     const session = decodeSession(item, `snapshot.sessions[${i}]`, seq);
     if (state.sessions.has(session.client)) throw new SnapshotError(`snapshot.sessions[${i}]: a second session of client ${JSON.stringify(session.client)}`);
     state.sessions.set(session.client, session);
   });
+  const clients = [...state.sessions.keys()];
   top.list('locks').forEach((item, i) => {
-    const lock = decodeLock(item, `snapshot.locks[${i}]`, seq);
+    const path = `snapshot.locks[${i}]`;
+    const lock = version === 3 ? decodeLockV3(item, path, seq, clients) : decodeLock(new Fields(item, path, lockKeysV2), path, seq);
     if (state.locks.has(lock.name)) throw new SnapshotError(`snapshot.locks[${i}]: a second lock named ${JSON.stringify(lock.name)}`);
     state.locks.set(lock.name, lock);
   });
@@ -290,15 +305,30 @@ function decodeSession(value: unknown, path: string, seq: number): Session {
   return session;
 }
 
-function decodeLock(value: unknown, path: string, seq: number): LockEntry {
-  const fields = new Fields(value, path, ['name', 'owner', 'token', 'grantedAt', 'leaseUntil', 'waiters']);
+const lockKeysV2 = ['name', 'owner', 'token', 'grantedAt', 'leaseUntil', 'waiters'];
+
+/** A v3 lock list, read through the v2 field readers with its positions as the keys. */
+function decodeLockV3(value: unknown, path: string, seq: number, clients: readonly string[]): LockEntry {
+  if (!Array.isArray(value) || value.length !== lockKeysV2.length) {
+    throw new SnapshotError(`${path}: expected [name, owner, token, grantedAt, leaseUntil, waiters]`);
+  }
+  const owner: unknown = value[1];
+  if (owner !== null && (typeof owner !== 'number' || !Number.isInteger(owner) || owner < 0 || owner >= clients.length)) {
+    throw new SnapshotError(`${path}[1]: expected the index of a session or null, got ${JSON.stringify(owner)}`);
+  }
+  const named = Object.fromEntries(lockKeysV2.map((key, i) => [key, value[i]]));
+  named['owner'] = owner === null ? null : clients[owner];
+  return decodeLock(new Fields(named, path, lockKeysV2), path, seq);
+}
+
+function decodeLock(fields: Fields, path: string, seq: number): LockEntry {
   const lock: LockEntry = {
     name: fields.string('name'),
     owner: fields.stringOrNull('owner'),
     token: fields.count('token'),
     grantedAt: fields.time('grantedAt'),
     leaseUntil: fields.timeOrNull('leaseUntil'),
-    waiters: new WaitQueue(),
+    waiters: null,
   };
   fields.list('waiters').forEach((item, i) => {
     const at = `${path}.waiters[${i}]`;
@@ -312,8 +342,8 @@ function decodeLock(value: unknown, path: string, seq: number): LockEntry {
       leaseMs: leaseMs ?? undefined,
       reqs: [...w.stringSet('reqs')],
     };
-    if (lock.waiters.get(waiter.client) !== undefined) throw new SnapshotError(`${at}: ${JSON.stringify(waiter.client)} waits twice`);
-    lock.waiters.push(waiter);
+    if (lock.waiters?.get(waiter.client) !== undefined) throw new SnapshotError(`${at}: ${JSON.stringify(waiter.client)} waits twice`);
+    (lock.waiters ??= new WaitQueue()).push(waiter);
   });
   return lock;
 }

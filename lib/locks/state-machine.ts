@@ -20,7 +20,7 @@ import type {
   AcquireCommand, AppendCommand, ByeCommand, Command, DedupCommand, HelloCommand, PreemptCommand, ReleaseCommand,
 } from './commands';
 import type { Deadline } from './deadline-heap';
-import type { LockEntry, LockState, Session } from './state';
+import { removeWaiter, shiftWaiter, type LockEntry, type LockState, type Session } from './state';
 import { utf8ByteLength } from './utf8';
 import { WaitQueue, type Waiter } from './wait-queue';
 
@@ -155,7 +155,7 @@ function endSession(state: LockState, session: Session, reason: 'bye' | 'expired
   state.sessions.delete(session.client);
   for (const name of session.waits) {
     const lock = state.locks.get(name);
-    const waiter = lock?.waiters.remove(session.client);
+    const waiter = lock === undefined ? undefined : removeWaiter(lock, session.client);
     if (waiter !== undefined) {
       effects.push({
         kind: 'wait_ended', client: session.client, lock: name, reqs: waiter.reqs,
@@ -223,7 +223,7 @@ function applyDedup(state: LockState, command: DedupCommand, effects: Effect[]):
       if (cached.answer !== null) return cached.answer;
       // A retried acquire that is still queued: wait on the same queue position.
       assert(command.type === 'acquire', 'only an acquire can be pending');
-      const waiter = state.locks.get(command.lock)?.waiters.get(command.client);
+      const waiter = state.locks.get(command.lock)?.waiters?.get(command.client);
       if (waiter !== undefined && !waiter.reqs.includes(req)) waiter.reqs.push(req);
       return null;
     }
@@ -280,9 +280,9 @@ function takeRefusedByBound(
 ): Answer | null {
   if (lock === undefined || lock.owner === null) return newLockRefused(state, session, lock !== undefined);
   if (command.type === 'preempt' || lock.owner === session.client) return null;
-  if (lock.waiters.get(session.client) !== undefined || command.timeoutMs === 0) return null;
-  if (lock.waiters.length >= state.limits.waitersPerLock) {
-    return errorAnswer('limit_exceeded', `${command.lock} has ${lock.waiters.length} waiters, the limit per lock`);
+  if (lock.waiters?.get(session.client) !== undefined || command.timeoutMs === 0) return null;
+  if ((lock.waiters?.length ?? 0) >= state.limits.waitersPerLock) {
+    return errorAnswer('limit_exceeded', `${command.lock} has ${lock.waiters?.length ?? 0} waiters, the limit per lock`);
   }
   return newLockRefused(state, session, true);
 }
@@ -320,7 +320,7 @@ function applyAcquire(state: LockState, session: Session, command: AcquireComman
     return takeRefusedByBound(state, session, command, lock) ?? grantAnswer(grant(state, command.lock, session, command.leaseMs));
   }
   if (lock.owner === session.client) return grantAnswer(lock);
-  const queued = lock.waiters.get(session.client);
+  const queued = lock.waiters?.get(session.client);
   if (queued !== undefined) {
     // Already waiting: this acquire shares the queue position (it is not a second hold).
     if (command.req !== undefined && !queued.reqs.includes(command.req)) queued.reqs.push(command.req);
@@ -337,7 +337,7 @@ function applyAcquire(state: LockState, session: Session, command: AcquireComman
     leaseMs: command.leaseMs,
     reqs: command.req === undefined ? [] : [command.req],
   };
-  lock.waiters.push(waiter);
+  (lock.waiters ??= new WaitQueue()).push(waiter);
   session.waits.add(lock.name);
   if (waiter.deadline !== null) {
     pushDeadline(state, { at: waiter.deadline, kind: 'waiter', key: session.client, lock: lock.name, serial: waiter.seq });
@@ -403,7 +403,7 @@ function applyAppend(state: LockState, command: AppendCommand): Answer {
 function grant(state: LockState, name: string, session: Session, leaseMs: number | undefined): LockEntry {
   let lock = state.locks.get(name);
   if (lock === undefined) {
-    lock = { name, owner: null, token: 0, grantedAt: 0, leaseUntil: null, waiters: new WaitQueue() };
+    lock = { name, owner: null, token: 0, grantedAt: 0, leaseUntil: null, waiters: null };
     state.locks.set(name, lock);
   }
   assert(lock.owner === null, `grant of ${name} while held`);
@@ -424,7 +424,7 @@ function releaseLock(state: LockState, lock: LockEntry, effects: Effect[]): void
   state.sessions.get(lock.owner)?.locks.delete(lock.name);
   lock.owner = null;
   lock.leaseUntil = null;
-  const next = lock.waiters.shift();
+  const next = shiftWaiter(lock);
   if (next === undefined) {
     // Forgotten when free with no waiters (PROTOCOL: locks are created on first use).
     state.locks.delete(lock.name);
@@ -482,9 +482,9 @@ function fireDeadline(state: LockState, deadline: Deadline, effects: Effect[]): 
     }
     case 'waiter': {
       const lock = state.locks.get(deadline.lock);
-      const waiter = lock?.waiters.get(deadline.key);
+      const waiter = lock?.waiters?.get(deadline.key);
       if (lock === undefined || waiter === undefined || waiter.seq !== deadline.serial) return;
-      lock.waiters.remove(deadline.key);
+      removeWaiter(lock, deadline.key);
       state.sessions.get(deadline.key)?.waits.delete(lock.name);
       const answer = errorAnswer('timeout', `${lock.name} was not granted within the timeout`);
       const session = state.sessions.get(deadline.key);

@@ -4,7 +4,7 @@ import { defaultStateLimits, type StateLimits } from '../core/limits';
 import type { Answer } from '../protocol/answers';
 import type { ConnId } from './commands';
 import { DeadlineHeap } from './deadline-heap';
-import { WaitQueue } from './wait-queue';
+import type { WaitQueue, Waiter } from './wait-queue';
 
 /** A remembered answer for one request_id; `answer` is null while an acquire still waits. */
 export interface CachedAnswer {
@@ -43,7 +43,8 @@ export interface LockEntry {
   grantedAt: number;
   /** Cluster time at which the grant is taken away by lease_ms, or null. */
   leaseUntil: number | null;
-  waiters: WaitQueue;
+  /** Null while nobody waits: most held locks never have a waiter (issue 7: memory per lock). */
+  waiters: WaitQueue | null;
 }
 
 export interface GuardedFile {
@@ -92,7 +93,21 @@ export function checkLock(state: LockState, name: string): Answer {
   if (lock === undefined || lock.owner === null) {
     return { ok: true, lock_name: name, owner: null, token: null, waiters: 0 };
   }
-  return { ok: true, lock_name: name, owner: lock.owner, token: lock.token, waiters: lock.waiters.length };
+  return { ok: true, lock_name: name, owner: lock.owner, token: lock.token, waiters: lock.waiters?.length ?? 0 };
+}
+
+/** Takes `client` out of the lock's queue; the queue goes once it is empty. */
+export function removeWaiter(lock: LockEntry, client: string): Waiter | undefined {
+  const waiter = lock.waiters?.remove(client);
+  if (lock.waiters?.length === 0) lock.waiters = null;
+  return waiter;
+}
+
+/** Takes the first waiter out of the lock's queue; the queue goes once it is empty. */
+export function shiftWaiter(lock: LockEntry): Waiter | undefined {
+  const waiter = lock.waiters?.shift();
+  if (lock.waiters?.length === 0) lock.waiters = null;
+  return waiter;
 }
 
 export function readFile(state: LockState, name: string): Answer {

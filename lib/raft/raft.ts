@@ -28,6 +28,11 @@ export interface RaftConfig {
   /** Deliberately broken rules, for showing that the simulation catches them. Never set
    *  outside tests. */
   broken?: { commitOlderTermByCount?: boolean; voteForStaleLog?: boolean };
+  /** Makes a snapshot of the state machine as applied now, for a follower that needs entries
+   *  the log no longer holds. With it, the core keeps no snapshot data of its own (a copy of
+   *  the whole state, held only for the rare lagging follower); without it, the last snapshot
+   *  given to compact() or installed is sent. */
+  snapshotNow?: () => Snapshot;
 }
 
 export interface HardState {
@@ -120,7 +125,7 @@ export class Raft<P> {
     this.term = state.hardState.term;
     this.votedFor = state.hardState.votedFor;
     if (state.snapshot !== null) {
-      this.snapshot = state.snapshot;
+      this.keepSnapshot(state.snapshot);
       this.log.restore(state.snapshot.index, state.snapshot.term);
       this.commitIndex = state.snapshot.index;
       this.appliedIndex = state.snapshot.index;
@@ -219,14 +224,35 @@ export class Raft<P> {
     }
   }
 
-  /** The state machine saved a snapshot through `index`: forget the log before it. */
-  compact(index: number, data: string): void {
+  /** Forgets the log through `index` (applied and durable). `data` is the state machine's
+   *  snapshot there, needed unless config.snapshotNow makes one when a follower needs it. */
+  compact(index: number, data: string | null = null): void {
     assert(index <= this.appliedIndex, `compact at ${index} past applied ${this.appliedIndex}`);
     assert(index <= this.log.stableIndex, 'compact only durable entries');
     const term = this.log.termAt(index);
     assert(term !== undefined, `compact at ${index}: no such entry`);
-    this.snapshot = { index, term, data };
+    assert(data !== null || this.config.snapshotNow !== undefined, 'compact without a snapshot needs config.snapshotNow');
+    if (data !== null) this.keepSnapshot({ index, term, data });
     this.log.compact(index);
+  }
+
+  /**
+   * How far the log may be compacted now: entries applied and durable here, except (on a
+   * leader) those a follower may still need, of which at most `keep` are kept: a follower
+   * further behind gets a snapshot. A follower keeps the last `keep` entries, for when it
+   * leads. Entries only leave memory: the disk log keeps them until a snapshot is on disk.
+   */
+  compactableIndex(keep: number): number {
+    const done = Math.min(this.appliedIndex, this.log.stableIndex);
+    const floor = Math.max(this.log.snapshotIndex, done - keep);
+    if (this.role !== 'leader') return floor;
+    let slowest = done;
+    for (const progress of this.progress.values()) slowest = Math.min(slowest, progress.match);
+    return Math.max(floor, slowest);
+  }
+
+  private keepSnapshot(snapshot: Snapshot): void {
+    if (this.config.snapshotNow === undefined) this.snapshot = snapshot;
   }
 
   // ---- output ----
@@ -475,7 +501,7 @@ export class Raft<P> {
       this.log.restore(snap.index, snap.term);
       this.truncateFrom = snap.index + 1;
       this.commitIndex = snap.index;
-      this.snapshot = snap;
+      this.keepSnapshot(snap);
       this.snapshotToPersist = snap;
       // The state machine is replaced by the snapshot when this ready is taken.
       this.appliedIndex = snap.index;
@@ -564,8 +590,9 @@ export class Raft<P> {
     if (progress.paused && !heartbeat) return;
     const read = this.readSeq;
     if (progress.next <= this.log.snapshotIndex) {
-      assert(this.snapshot !== null, 'a compacted log has a snapshot');
-      this.outNow.push({ type: 'snapshot', term: this.term, from: this.id, to: peer, snapshot: this.snapshot, read });
+      const snapshot = this.config.snapshotNow?.() ?? this.snapshot;
+      assert(snapshot !== null && snapshot.index >= this.log.snapshotIndex && snapshot.index <= this.commitIndex, 'a compacted log has a snapshot');
+      this.outNow.push({ type: 'snapshot', term: this.term, from: this.id, to: peer, snapshot, read });
       progress.paused = true;
       return;
     }

@@ -42,8 +42,13 @@ export interface ReplicaConfig {
   unavailableAfterMs: number;
   /** A sent command or read not applied after this long is sent again (it is de-duplicated). */
   resendAfterMs: number;
-  /** Compact the log into a snapshot after this many applied entries. */
+  /** Save a snapshot (for the disk log to shrink, and a restart to start from) after this many
+   *  applied entries. */
   snapshotEveryEntries: number;
+  /** Applied entries kept in memory for a follower that lags (or, on a follower, for when it
+   *  leads); one further behind gets a snapshot made then. Default 2000, and never more than
+   *  snapshotEveryEntries. */
+  logEntriesKept?: number;
   entriesPerAppendMax: number;
   rng: Prng;
   /** How linearizable reads are confirmed: 'index' (read-index, thesis §6.4: a heartbeat round,
@@ -169,6 +174,8 @@ export class Replica {
   private timeBase = 0;
   private monoBase = 0;
   private lastStampedAt = 0;
+  /** Index of the last snapshot saved or installed (the disk log is compacted through it). */
+  private savedSnapshotIndex = 0;
   private tickInFlightSince: number | null = null;
   private lastProposalAt = 0;
   private shuttingDown = false;
@@ -187,12 +194,32 @@ export class Replica {
       entriesPerAppendMax: config.entriesPerAppendMax,
       rng: config.rng,
       ...(config.broken === undefined ? {} : { broken: config.broken }),
+      snapshotNow: () => this.snapshotNow(),
     });
+  }
+
+  /** Entries between saved snapshots: snapshotEveryEntries, or half the locks and sessions
+   *  when there are more. A snapshot costs time and memory in proportion to the state, so a
+   *  large state takes one less often (each entry pays for a constant share of one); the disk
+   *  log a restart replays stays shorter than the state the snapshot would have held. */
+  private snapshotDueAfter(): number {
+    return Math.max(this.config.snapshotEveryEntries, (this.state.locks.size + this.state.sessions.size) >> 1);
+  }
+
+  /** A snapshot of the state as applied now (for a follower that lags, or to save). */
+  private snapshotNow(): Snapshot {
+    const index = this.state.appliedIndex;
+    const term = this.raft.log.termAt(index);
+    assert(term !== undefined, `snapshot at ${index}: the log no longer knows its term`);
+    return { index, term, data: encodeSnapshot(this.state) };
   }
 
   /** Restores what was on disk (snapshot, term/vote, log tail); call once before anything else. */
   load(disk: { hardState: { term: number; votedFor: string | null }; snapshot: Snapshot | null; entries: Entry<Command>[] }, now: number): void {
-    if (disk.snapshot !== null) this.state = decodeSnapshot(disk.snapshot.data);
+    if (disk.snapshot !== null) {
+      this.state = decodeSnapshot(disk.snapshot.data);
+      this.savedSnapshotIndex = disk.snapshot.index;
+    }
     this.raft.load(disk, now);
     this.lastStampedAt = this.state.now;
   }
@@ -541,8 +568,11 @@ export class Replica {
     return Math.max(this.lastStampedAt, this.timeBase + (now - this.monoBase));
   }
 
+  /** Cluster time for a command: whole milliseconds, so that every time the state keeps (grants,
+   *  contacts, deadlines: all this plus whole-ms durations) is a small integer, not a boxed
+   *  double, and snapshots write it short (issue 7: memory per lock). Never early: rounded down. */
   private stampNow(now: number): number {
-    const at = this.clusterNow(now);
+    const at = Math.floor(this.clusterNow(now));
     this.lastStampedAt = at;
     return at;
   }
@@ -675,6 +705,7 @@ export class Replica {
     const snapshot = ready.raft.snapshot;
     if (snapshot !== null && snapshot.index > this.state.appliedIndex) {
       this.state = decodeSnapshot(snapshot.data);
+      this.savedSnapshotIndex = snapshot.index;
       this.reconcileWaiting();
     }
     for (const entry of ready.raft.committed) {
@@ -703,7 +734,7 @@ export class Replica {
       if (lock?.owner === client) {
         this.waiting.delete(key);
         for (const reply of replies) this.answer(reply, { ok: true, lock_name: lockName, owner: client, token: lock.token });
-      } else if (lock?.waiters.get(client) === undefined) {
+      } else if (lock?.waiters?.get(client) === undefined) {
         this.waiting.delete(key);
         for (const reply of replies) this.answer(reply, errorAnswer('unavailable', 'this node lost track of the wait; send the acquire again (with the same request_id)'));
       }
@@ -717,11 +748,15 @@ export class Replica {
     this.raft.advance(ready.raft);
     let snapshotToSave: Snapshot | null = null;
     const raft = this.raft;
-    if (raft.appliedIndex - raft.log.snapshotIndex >= this.config.snapshotEveryEntries && raft.appliedIndex <= raft.log.stableIndex
-      && raft.appliedIndex === this.state.appliedIndex) {
-      const data = encodeSnapshot(this.state);
-      raft.compact(raft.appliedIndex, data);
-      snapshotToSave = { index: raft.log.snapshotIndex, term: raft.log.snapshotTerm, data };
+    // Memory holds only the entries someone may still need; the disk log keeps them until a
+    // snapshot, saved every snapshotEveryEntries, covers them (issue 7: memory per lock).
+    if (raft.appliedIndex === this.state.appliedIndex) {
+      const compactable = raft.compactableIndex(Math.min(this.config.logEntriesKept ?? 2000, this.config.snapshotEveryEntries));
+      if (compactable > raft.log.snapshotIndex) raft.compact(compactable);
+      if (raft.appliedIndex - this.savedSnapshotIndex >= this.snapshotDueAfter() && raft.appliedIndex <= raft.log.stableIndex) {
+        snapshotToSave = this.snapshotNow();
+        this.savedSnapshotIndex = snapshotToSave.index;
+      }
     }
     return { send: ready.raft.messages, snapshotToSave, appends };
   }

@@ -146,7 +146,7 @@ export function dump(state: LockState): unknown {
     sessions: [...state.sessions].map(([client, session]) => [client, {
       ...session, locks: [...session.locks], waits: [...session.waits], results: [...session.results],
     }]),
-    locks: [...state.locks].map(([name, lock]) => [name, { ...lock, waiters: lock.waiters.toArray() }]),
+    locks: [...state.locks].map(([name, lock]) => [name, { ...lock, waiters: lock.waiters?.toArray() ?? [] }]),
     files: [...state.files].map(([name, file]) => [name, { data: file.chunks.join(''), sizeBytes: file.sizeBytes }]),
     deadlines: [...state.deadlines.entries()],
     fileBytes: state.fileBytes,

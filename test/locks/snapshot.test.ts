@@ -84,9 +84,9 @@ function busyLog(): Log {
 
 describe('locks/snapshot', () => {
   describe('round trip', () => {
-    it('encodes the empty state as a version-2 document and decodes it back', () => {
+    it('encodes the empty state as a version-3 document and decodes it back', () => {
       const text = encodeSnapshot(createLockState());
-      expect(text).to.equal('{"v":2,"now":0,"appliedIndex":0,"lastToken":0,"seq":0,'
+      expect(text).to.equal('{"v":3,"now":0,"appliedIndex":0,"lastToken":0,"seq":0,'
         + '"limits":{"sessions":100000,"locks":1000000,"locksPerSession":100000,"waitersPerLock":10000,"files":100000,'
         + '"fileBytes":16777216,"totalFileBytes":268435456},"sessions":[],"locks":[],"files":[],"deadlines":[]}');
       expect(dump(decodeSnapshot(text))).to.deep.equal(dump(createLockState()));
@@ -95,6 +95,36 @@ describe('locks/snapshot', () => {
     it('reads a version-1 document (no limits) with the default limits', () => {
       const text = '{"v":1,"now":0,"appliedIndex":0,"lastToken":0,"seq":0,"sessions":[],"locks":[],"files":[],"deadlines":[]}';
       expect(dump(decodeSnapshot(text))).to.deep.equal(dump(createLockState()));
+    });
+
+    it('reads a version-2 document (each lock an object naming its owner) as the same state', () => {
+      const state = busyLog().state;
+      const v3 = JSON.parse(encodeSnapshot(state)) as { v: number; sessions: { client: string }[]; locks: unknown[][] };
+      const v2 = {
+        ...v3,
+        v: 2,
+        locks: v3.locks.map(([name, owner, token, grantedAt, leaseUntil, waiters]) => ({
+          name, owner: owner === null ? null : v3.sessions[owner as number]?.client, token, grantedAt, leaseUntil, waiters,
+        })),
+      };
+      const decoded = decodeSnapshot(JSON.stringify(v2));
+      expect(dump(decoded)).to.deep.equal(dump(state));
+      expect(encodeSnapshot(decoded)).to.equal(encodeSnapshot(state));
+      expect(JSON.stringify(v2).length, 'v3 is the shorter').to.be.above(encodeSnapshot(state).length);
+    });
+
+    it('writes thousands of locks, a few at a time, as JSON.stringify writes the whole', () => {
+      const log = new Log();
+      log.run(hello(0, 'a', 100000));
+      log.run(hello(0, 'b', 100000));
+      for (let i = 0; i < 2500; i++) {
+        const client = i % 3 === 0 ? 'b' : 'a';
+        log.run({ type: 'preempt', at: i, client, conn: conn(client), lock: `k${i}`, req: `r${i}`, ...(i % 7 === 0 ? { leaseMs: 5000 } : {}) });
+      }
+      const text = encodeSnapshot(log.state);
+      expect(text).to.equal(JSON.stringify(JSON.parse(text)));
+      expect((JSON.parse(text) as { locks: unknown[] }).locks).to.have.length(2500);
+      roundTrip(log.state);
     });
 
     it('keeps limits that differ from the defaults, and the total file bytes', () => {
@@ -111,7 +141,7 @@ describe('locks/snapshot', () => {
       // The story above produced what it claims to (so the round trip below covers it).
       const lock = state.locks.get('L');
       if (lock === undefined) expect.fail('L is held');
-      expect(lock.waiters.toArray().map((waiter) => [waiter.client, waiter.reqs])).to.deep.equal([['b', ['b1', 'b2']], ['d', ['d1']]]);
+      expect(lock.waiters?.toArray().map((waiter) => [waiter.client, waiter.reqs])).to.deep.equal([['b', ['b1', 'b2']], ['d', ['d1']]]);
       expect(state.sessions.get('d')?.connected).to.equal(false);
       expect(state.sessions.get('b')?.results.get('b1')?.answer).to.equal(null);
       expect(state.files.get('f')?.chunks).to.deep.equal(['x', 'é😀']);
@@ -121,11 +151,11 @@ describe('locks/snapshot', () => {
       const copy = roundTrip(state);
       const copied = copy.locks.get('L');
       if (copied === undefined) expect.fail('L is held in the copy');
-      expect(copied.waiters.toArray()).to.deep.equal([
-        { client: 'b', seq: lock.waiters.get('b')?.seq, enqueuedAt: 30, deadline: null, leaseMs: undefined, reqs: ['b1', 'b2'] },
-        { client: 'd', seq: lock.waiters.get('d')?.seq, enqueuedAt: 30, deadline: 3030, leaseMs: 50, reqs: ['d1'] },
+      expect(copied.waiters?.toArray()).to.deep.equal([
+        { client: 'b', seq: lock.waiters?.get('b')?.seq, enqueuedAt: 30, deadline: null, leaseMs: undefined, reqs: ['b1', 'b2'] },
+        { client: 'd', seq: lock.waiters?.get('d')?.seq, enqueuedAt: 30, deadline: 3030, leaseMs: 50, reqs: ['d1'] },
       ]);
-      expect(copied.waiters.length).to.equal(2);
+      expect(copied.waiters?.length).to.equal(2);
       expect(copied).to.include({ owner: 'a', token: 1, grantedAt: 10, leaseUntil: 4010 });
       expect([...(copy.sessions.get('a')?.results.keys() ?? [])]).to.deep.equal(['a1', 'a2', 'a3', 'a4']);
       expect(copy.sessions.get('d')).to.include({ connected: false, disconnectedAt: 450, graceMs: 2000, resume: 'secret-d' });
@@ -199,12 +229,12 @@ describe('locks/snapshot', () => {
     /** What the state at the snapshot point holds that could go wrong in a restore. */
     function noteSnapshotState(state: LockState): void {
       const live = state.sessions.size + [...state.locks.values()].filter((lock) => lock.leaseUntil !== null).length
-        + [...state.locks.values()].reduce((n, lock) => n + lock.waiters.toArray().filter((waiter) => waiter.deadline !== null).length, 0);
+        + [...state.locks.values()].reduce((n, lock) => n + (lock.waiters?.toArray() ?? []).filter((waiter) => waiter.deadline !== null).length, 0);
       if (state.deadlines.size > live) atSnapshot.add('stale deadlines');
       for (const lock of state.locks.values()) {
         if (lock.leaseUntil !== null) atSnapshot.add('lease');
-        if (lock.waiters.length > 1) atSnapshot.add('queue of two');
-        for (const waiter of lock.waiters.toArray()) if (waiter.deadline !== null) atSnapshot.add('waiter timeout');
+        if ((lock.waiters?.length ?? 0) > 1) atSnapshot.add('queue of two');
+        for (const waiter of lock.waiters?.toArray() ?? []) if (waiter.deadline !== null) atSnapshot.add('waiter timeout');
       }
       for (const session of state.sessions.values()) {
         if (!session.connected) atSnapshot.add('disconnected session');
@@ -298,14 +328,15 @@ describe('locks/snapshot', () => {
       expect(encodeSnapshot(decodeSnapshot(good))).to.equal(good);
       const sample = parsed();
       for (const list of ['sessions', 'locks', 'files', 'deadlines']) expect(sample[list], list).to.have.length.above(1);
-      expect(sample['locks'][0]['waiters']).to.have.length.above(1);
+      expect(sample['locks'][0][5]).to.have.length.above(1);
     });
 
     it('refuses an unknown or missing version', () => {
-      for (const v of [3, 0, '1', null, 1.5, true]) refuses({ ...parsed(), v }, /unknown version/);
+      for (const v of [4, 0, '1', null, 1.5, true]) refuses({ ...parsed(), v }, /unknown version/);
       const { v: _v, ...unversioned } = parsed();
       refuses(unversioned, /missing the version field/);
-      refuses({ v: 3 }, /unknown version 3 \(this build reads versions 1 and 2\)/);
+      refuses({ v: 4 }, /unknown version 4 \(this build reads versions 1 to 3\)/);
+      refuses({ ...parsed(), v: 2 }, /snapshot\.locks\[0\]: expected an object/);
       refuses({ ...parsed(), v: 1 }, /snapshot: unknown field "limits"/);
     });
 
@@ -323,8 +354,7 @@ describe('locks/snapshot', () => {
         ['snapshot', (s) => s],
         ['snapshot.limits', (s) => s['limits']],
         ['snapshot.sessions[1]', (s) => s['sessions'][1]],
-        ['snapshot.locks[0]', (s) => s['locks'][0]],
-        ['snapshot.locks[0].waiters[1]', (s) => s['locks'][0]['waiters'][1]],
+        ['snapshot.locks[0].waiters[1]', (s) => s['locks'][0][5][1]],
         ['snapshot.files[1]', (s) => s['files'][1]],
         ['snapshot.deadlines[1]', (s) => s['deadlines'][1]],
       ];
@@ -346,7 +376,7 @@ describe('locks/snapshot', () => {
       spoilt['sessions'][0]['extra'] = null;
       refuses(spoilt, /snapshot\.sessions\[0\]: unknown field "extra"/);
       spoilt = parsed();
-      spoilt['locks'][0]['waiters'][0]['timeoutMs'] = 5;
+      spoilt['locks'][0][5][0]['timeoutMs'] = 5;
       refuses(spoilt, /snapshot\.locks\[0\]\.waiters\[0\]: unknown field "timeoutMs"/);
     });
 
@@ -365,8 +395,13 @@ describe('locks/snapshot', () => {
         ['an answer without ok', (s) => { s['sessions'][0]['results'][0][2] = { token: 1 }; }, /\.results\[0\]\[2\]: expected an answer object/],
         ['an error answer without its error', (s) => { s['sessions'][0]['results'][3][2] = { ok: false }; }, /\.results\[3\]\[2\]\.error: expected \{ code, message \}/],
         ['a request_id twice', (s) => { s['sessions'][0]['results'][1][0] = 'a1'; }, /\.results\[1\]: request_id "a1" twice/],
-        ['a request_id as a number', (s) => { s['locks'][0]['waiters'][0]['reqs'] = [1]; }, /\.reqs\[0\]: expected a string/],
-        ['a waiter seq beyond seq', (s) => { s['locks'][0]['waiters'][0]['seq'] = s['seq'] + 1; }, /\.waiters\[0\]\.seq: expected a counter value <= seq/],
+        ['a request_id as a number', (s) => { s['locks'][0][5][0]['reqs'] = [1]; }, /\.reqs\[0\]: expected a string/],
+        ['a waiter seq beyond seq', (s) => { s['locks'][0][5][0]['seq'] = s['seq'] + 1; }, /\.waiters\[0\]\.seq: expected a counter value <= seq/],
+        ['a lock as an object', (s) => { s['locks'][0] = { name: 'L' }; }, /snapshot\.locks\[0\]: expected \[name, owner, token, grantedAt, leaseUntil, waiters\]/],
+        ['a lock without its waiters', (s) => { s['locks'][0].pop(); }, /snapshot\.locks\[0\]: expected \[name, owner, token, grantedAt, leaseUntil, waiters\]/],
+        ['an owner past the sessions', (s) => { s['locks'][0][1] = s['sessions'].length; }, /snapshot\.locks\[0\]\[1\]: expected the index of a session or null/],
+        ['an owner by client id', (s) => { s['locks'][0][1] = 'a'; }, /snapshot\.locks\[0\]\[1\]: expected the index of a session or null/],
+        ['a token as a string', (s) => { s['locks'][0][2] = '1'; }, /snapshot\.locks\[0\]\.token: expected an integer >= 0/],
         ['a deadline of an unknown kind', (s) => { s['deadlines'][0]['kind'] = 'alarm'; }, /snapshot\.deadlines\[0\]\.kind: unknown kind "alarm"/],
         ['an infinite deadline', (s) => { s['deadlines'][0]['at'] = null; }, /snapshot\.deadlines\[0\]\.at: expected a finite number/],
         ['file data as null', (s) => { s['files'][0]['data'] = null; }, /snapshot\.files\[0\]\.data: expected a string/],
@@ -383,13 +418,13 @@ describe('locks/snapshot', () => {
         ['a session twice', (s) => { s['sessions'].push(s['sessions'][0]); }, /snapshot\.sessions\[4\]: a second session of client "a"/],
         ['a lock twice', (s) => { s['locks'].push(s['locks'][0]); }, /snapshot\.locks\[2\]: a second lock named "L"/],
         ['a file twice', (s) => { s['files'].push(s['files'][0]); }, /snapshot\.files\[2\]: a second file named "f"/],
-        ['a waiter twice', (s) => { s['locks'][0]['waiters'].push(s['locks'][0]['waiters'][0]); }, /snapshot\.locks\[0\]\.waiters\[2\]: "b" waits twice/],
+        ['a waiter twice', (s) => { s['locks'][0][5].push(s['locks'][0][5][0]); }, /snapshot\.locks\[0\]\.waiters\[2\]: "b" waits twice/],
         ['a deadline seq twice', (s) => { s['deadlines'].push({ ...s['deadlines'][0], at: 1e9 }); }, /seq: \d+ twice/],
         ['deadlines out of heap order', (s) => {
           const d = s['deadlines'];
           [d[0], d[1]] = [d[1], d[0]];
         }, /snapshot\.deadlines\[\d+\]: the entries are not in heap order/],
-        ['a lock whose owner has no session', (s) => { s['sessions'].splice(0, 1); }, /not a valid lock state: invariant: lock L is owned by a, who has no session/],
+        ['a lock whose owner is not the session that lists it', (s) => { s['sessions'].splice(0, 1); }, /not a valid lock state: invariant: lock L is owned by b, whose session does not list it/],
         ['a file whose size is wrong', (s) => { s['files'][0]['sizeBytes'] = 1; }, /not a valid lock state: invariant: file f has sizeBytes 1/],
         ['a session with no live deadline', (s) => { s['sessions'][1]['queuedAt'] = 123456; }, /not a valid lock state: invariant: session b has queuedAt 123456 but no such heap entry/],
       ];
