@@ -24,10 +24,9 @@
 import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
-import { crc32 } from 'node:zlib';
-
 import { AssertionError, assert } from '../core/assert';
 import { fsyncDirectory, makeDirectoryDurable } from './atomic-file';
+import { crc32 } from './crc32';
 
 export type FsyncMode = 'always' | 'batch' | 'never';
 
@@ -452,7 +451,7 @@ function encodeBatch(entries: readonly LogEntry[]): EncodedBatch {
     writeU64(records, bodyStart, entry.index);
     writeU64(records, bodyStart + 8, entry.term);
     records.set(entry.data, bodyStart + entryHeaderBytes);
-    records.writeUInt32LE(crc32(records.subarray(bodyStart, bodyStart + bodyBytes)), at + 4);
+    records.writeUInt32LE(crc32(records, bodyStart, bodyStart + bodyBytes), at + 4);
     at = bodyStart + bodyBytes;
   }
   assert(at === totalBytes, 'batch filled exactly');
@@ -583,7 +582,7 @@ async function scanRecords(
     if (!(await need(recordHeaderBytes + bodyBytes))) return stop('short_body');
     const bodyStart = at + recordHeaderBytes;
     const bodyEnd = bodyStart + bodyBytes;
-    if (crc32(chunk.subarray(bodyStart, bodyEnd)) !== chunk.readUInt32LE(at + 4)) return stop('crc_mismatch');
+    if (crc32(chunk, bodyStart, bodyEnd) !== chunk.readUInt32LE(at + 4)) return stop('crc_mismatch');
     const recordIndex = readU64(chunk, bodyStart);
     const recordTerm = readU64(chunk, bodyStart + 8);
     if (recordIndex !== index) return stop('index_gap');
