@@ -49,6 +49,21 @@ export interface DiskLogOptions {
   segmentBytesMax?: number;
   /** Called when open() cuts a torn tail, e.g. `(event, fields) => logger.warn(event, fields)`. */
   onWarn?: (event: string, fields: Record<string, unknown>) => void;
+  /** Start-up replay in the pass that open() makes anyway (see OpenReplay). */
+  replay?: OpenReplay;
+}
+
+/**
+ * Start-up replay done by open() itself. open() reads and checks every record to find a torn
+ * tail; handing the entries over in that same pass saves reading and checking a million records
+ * a second time. onEntry is called in index order for every entry with index >= from that open()
+ * keeps: a cut only ever removes records after the first bad one, and none of those is handed
+ * over. The payload is bytes[start, end), a view into the read buffer that is valid only during
+ * the call (decode it or copy it).
+ */
+export interface OpenReplay {
+  from: number;
+  onEntry: (index: number, term: number, bytes: Buffer, start: number, end: number) => void;
 }
 
 const fsyncModes: readonly FsyncMode[] = ['always', 'batch', 'never'];
@@ -117,15 +132,17 @@ export class DiskLog {
     private handle: FileHandle,
   ) {}
 
-  /** Opens (creating if needed) the log in `dir`, cutting a torn tail left by a crash. */
+  /** Opens (creating if needed) the log in `dir`, cutting a torn tail left by a crash, and
+   *  hands its entries to options.replay if given. */
   static async open(dir: string, options: DiskLogOptions): Promise<DiskLog> {
     assert(fsyncModes.includes(options.fsync), `fsync must be one of ${fsyncModes.join(', ')}`);
+    assert(options.replay === undefined || Number.isSafeInteger(options.replay.from), 'replay from is an integer');
     const segmentBytesMax = options.segmentBytesMax ?? segmentBytesMaxDefault;
     assert(Number.isSafeInteger(segmentBytesMax), 'segmentBytesMax is an integer');
     assert(segmentBytesMax > 0, 'segmentBytesMax is positive');
     const sync = options.fsync !== 'never';
     await makeDirectoryDurable(dir);
-    const segments = await loadSegments(dir, sync, options.onWarn ?? (() => undefined));
+    const segments = await loadSegments(dir, sync, options.onWarn ?? (() => undefined), options.replay ?? null);
     if (segments.length === 0) {
       await createSegmentFile(dir, 1, sync).then((created) => created.close());
       segments.push(emptySegment(1, 0));
@@ -502,6 +519,8 @@ function readU64(buffer: Buffer, at: number): number {
   return buffer.readUInt32LE(at) + buffer.readUInt32LE(at + 4) * 0x100000000;
 }
 
+/** One record as the scan sees it. The scan hands the same object to every call of its visitor,
+ *  refilled, so a visitor copies out what it keeps. */
 interface RecordView {
   index: number;
   term: number;
@@ -534,7 +553,8 @@ interface ScanEnd {
  * Reads records from offset startBytes, expecting index firstIndex next and no term below
  * previousTerm, and calls visit for each good one until it returns false. Stops at the end of the
  * file or at the first record that is not good, and says which. Reads in bounded chunks, so a
- * 64 MiB segment is never held in memory whole.
+ * 64 MiB segment is never held in memory whole. A start-up scan visits a million records: the
+ * loop awaits only when the chunk runs out and allocates nothing per record.
  */
 async function scanRecords(
   handle: FileHandle,
@@ -575,11 +595,14 @@ async function scanRecords(
     }
     return true;
   };
+  const record: RecordView = { index: 0, term: 0, offsetBytes: 0, chunk, dataStart: 0, dataEnd: 0 };
   for (;;) {
-    if (!(await need(recordHeaderBytes))) return stop(filled === at ? 'end' : 'short_header');
+    if (filled - at < recordHeaderBytes && !(await need(recordHeaderBytes))) {
+      return stop(filled === at ? 'end' : 'short_header');
+    }
     const bodyBytes = chunk.readUInt32LE(at);
     if (bodyBytes < entryHeaderBytes || bodyBytes > recordBodyBytesMax) return stop('bad_length');
-    if (!(await need(recordHeaderBytes + bodyBytes))) return stop('short_body');
+    if (filled - at < recordHeaderBytes + bodyBytes && !(await need(recordHeaderBytes + bodyBytes))) return stop('short_body');
     const bodyStart = at + recordHeaderBytes;
     const bodyEnd = bodyStart + bodyBytes;
     if (crc32(chunk, bodyStart, bodyEnd) !== chunk.readUInt32LE(at + 4)) return stop('crc_mismatch');
@@ -587,14 +610,12 @@ async function scanRecords(
     const recordTerm = readU64(chunk, bodyStart + 8);
     if (recordIndex !== index) return stop('index_gap');
     if (recordTerm < term) return stop('term_regression');
-    const record: RecordView = {
-      index,
-      term: recordTerm,
-      offsetBytes: chunkStartBytes + at,
-      chunk,
-      dataStart: bodyStart + entryHeaderBytes,
-      dataEnd: bodyEnd,
-    };
+    record.index = index;
+    record.term = recordTerm;
+    record.offsetBytes = chunkStartBytes + at;
+    record.chunk = chunk;
+    record.dataStart = bodyStart + entryHeaderBytes;
+    record.dataEnd = bodyEnd;
     at = bodyEnd;
     index += 1;
     term = recordTerm;
@@ -669,7 +690,7 @@ function damaged(segment: Segment, end: ScanEnd): Error {
 
 type Warn = (event: string, fields: Record<string, unknown>) => void;
 
-async function loadSegments(dir: string, sync: boolean, warn: Warn): Promise<Segment[]> {
+async function loadSegments(dir: string, sync: boolean, warn: Warn, replay: OpenReplay | null): Promise<Segment[]> {
   const names = (await fs.readdir(dir)).filter((name) => segmentNamePattern.test(name)).sort();
   const segments: Segment[] = [];
   for (let i = 0; i < names.length; i++) {
@@ -689,7 +710,7 @@ async function loadSegments(dir: string, sync: boolean, warn: Warn): Promise<Seg
       });
       break;
     }
-    const { segment, end, fileBytes } = await loadSegment(dir, baseIndex, previous?.lastTerm ?? 0);
+    const { segment, end, fileBytes } = await loadSegment(dir, baseIndex, previous?.lastTerm ?? 0, replay);
     segments.push(segment);
     if (end.stop !== 'end') {
       await cutTail(dir, names.slice(i + 1), { name: names[i], offsetBytes: end.endBytes }, sync);
@@ -712,6 +733,7 @@ async function loadSegment(
   dir: string,
   baseIndex: number,
   previousTerm: number,
+  replay: OpenReplay | null,
 ): Promise<{ segment: Segment; end: ScanEnd; fileBytes: number }> {
   const segment = emptySegment(baseIndex, previousTerm);
   const handle = await fs.open(segmentPath(dir, baseIndex), 'r');
@@ -719,6 +741,9 @@ async function loadSegment(
     const fileBytes = (await handle.stat()).size;
     const end = await scanRecords(handle, 0, baseIndex, previousTerm, (record) => {
       if ((record.index - baseIndex) % checkpointStride === 0) segment.checkpointsBytes.push(record.offsetBytes);
+      if (replay !== null && record.index >= replay.from) {
+        replay.onEntry(record.index, record.term, record.chunk, record.dataStart, record.dataEnd);
+      }
       return true;
     });
     segment.lastIndex = end.lastIndex;

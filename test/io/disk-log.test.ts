@@ -45,6 +45,16 @@ async function replayAll(log: DiskLog, from = log.firstIndex, to?: number): Prom
   return result;
 }
 
+/** Opens the log with a start-up replay from `from` and hands back what it was given, copied. */
+async function openReplaying(from: number, extra: Partial<DiskLogOptions> = {}): Promise<{ log: DiskLog; seen: LogEntry[] }> {
+  const seen: LogEntry[] = [];
+  const log = await open({
+    ...extra,
+    replay: { from, onEntry: (index, term, bytes, start, end) => seen.push({ index, term, data: Buffer.from(bytes.subarray(start, end)) }) },
+  });
+  return { log, seen };
+}
+
 /** Entries as comparable plain values. */
 function plain(list: LogEntry[]): Array<[number, number, string]> {
   return list.map((e) => [e.index, e.term, e.data.toString('hex')]);
@@ -133,6 +143,19 @@ describe('DiskLog: open, append, replay', () => {
     expect(plain(await replayAll(log))).to.deep.equal(plain(entries(1, 3)));
   });
 
+  it('replays while it opens: every kept entry from `from` on, in order, across segments', async () => {
+    const log = await open({ segmentBytesMax: 200 });
+    for (let index = 1; index <= 300; index += 7) await log.append(entries(index, Math.min(index + 6, 300)));
+    await log.close();
+    expect((await segmentNames()).length).to.be.greaterThan(2);
+    const all = await openReplaying(1, { segmentBytesMax: 200 });
+    expect(plain(all.seen)).to.deep.equal(plain(entries(1, 300)));
+    expect(plain(all.seen)).to.deep.equal(plain(await replayAll(all.log)));
+    await all.log.close();
+    expect(plain((await openReplaying(290)).seen)).to.deep.equal(plain(entries(290, 300)));
+    expect((await openReplaying(301)).seen).to.deep.equal([]);
+  });
+
   it('rejects an append that is not contiguous or lowers the term, and stays usable', async () => {
     const log = await open();
     await log.append(entries(1, 3, 2));
@@ -174,8 +197,10 @@ describe('DiskLog: torn tail after a crash', () => {
   /** Reopens, expects entries 1..last and one cut with `reason`, then appends a new next entry
    *  and checks that it survives another reopen without any further cut. */
   async function expectCutTo(last: number, reason: string): Promise<void> {
-    const log = await open();
+    // The start-up replay in open() hands over exactly the entries before the cut, never the bad one.
+    const { log, seen } = await openReplaying(1);
     expect(log.lastIndex).to.equal(last);
+    expect(plain(seen)).to.deep.equal(plain(entries(1, last)));
     expect(plain(await replayAll(log))).to.deep.equal(plain(entries(1, last)));
     expect(warnings.map((w) => [w.event, w.fields.reason])).to.deep.equal([['disk_log_tail_cut', reason]]);
     await log.append([entry(last + 1, 2, 'after-the-cut')]);
@@ -237,12 +262,13 @@ describe('DiskLog: torn tail after a crash', () => {
     bytes[bytes.length - 1] ^= 0x01;
     await fs.writeFile(second, bytes);
 
-    const reopened = await open({ segmentBytesMax: 60 });
+    const { log: reopened, seen } = await openReplaying(1, { segmentBytesMax: 60 });
     const secondBase = Number(names[1].slice(0, 20));
     expect(reopened.lastIndex).to.be.lessThan(Number(names[2].slice(0, 20)) - 1);
     expect(reopened.lastIndex).to.be.at.least(secondBase - 1);
     expect(await segmentNames()).to.deep.equal(names.slice(0, 2));
     expect(plain(await replayAll(reopened))).to.deep.equal(plain(entries(1, reopened.lastIndex)));
+    expect(plain(seen)).to.deep.equal(plain(entries(1, reopened.lastIndex)));
     expect(warnings[0].fields.segmentsRemoved).to.deep.equal(names.slice(2));
   });
 });
