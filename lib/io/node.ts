@@ -23,7 +23,7 @@ import { startClientListener, type ClientListener } from './client-listener';
 import { DiskLog, type FsyncMode, type LogEntry } from './disk-log';
 import { FileStore } from './file-store';
 import { isConnectionless, type ClientConnection, type ConnectionHandle, type ConnectionKind, type PushEvent, type RequestSink, type StatusInfo } from './front-door';
-import { startGrpcListener, type GrpcListener, type GrpcTlsConfig } from './grpc-listener';
+import type { GrpcListener, GrpcTlsConfig } from './grpc-listener';
 import { readHardState, writeHardState } from './hard-state';
 import { startHttpListener } from './http-listener';
 import type { Logger } from './logger';
@@ -184,6 +184,9 @@ export class LatchkeyNode implements RequestSink {
     }
     if (options.grpc !== undefined) {
       const grpcTls = options.grpcTls ?? options.tls;
+      // Loaded only when asked for: @grpc/grpc-js and the service take ~0.1 s to load, and every
+      // restart (issue 7: serving again within 3 s) would pay for them.
+      const { startGrpcListener } = await import('./grpc-listener');
       this.grpc = await startGrpcListener({
         host: options.grpc.host, port: options.grpc.port, sink: this, metrics: this.metrics, logger,
         ...(grpcTls === undefined ? {} : { tls: grpcTls }),
