@@ -12,7 +12,10 @@
 #      FAILOVER_TRIALS, latchkey vs etcd;
 #   5. node bench/restart.mjs: a node restarted with 1,000,000 entries in its log, and with their
 #      snapshot, timed until it serves (RESTART_RUNS each; about a minute);
-#   6. node bench/targets.mjs: the issue-7 targets with ratios and whether each is met;
+#   6. node $BENCH_DIR/floor.mjs: the machine's physical floor (an NDJSON echo server with 32
+#      closed-loop connections; append + fsync latency), then node bench/targets.mjs: the issue-7
+#      targets with ratios, whether each is met, and the floor each goal implies (FLOOR=0 skips
+#      the floor, ~40 s);
 #   7. only with HOSTILE=1: node bench/hostile.mjs, victim latency and node memory under slow and
 #      hostile clients (issue 5 item 7). Costs about 8 x (HOSTILE_DURATION + 5) s, ~2 min with
 #      the default 10 s phases, on top of the rest; off by default.
@@ -30,6 +33,7 @@
 #   FAILOVER_SYSTEMS ["latchkey,etcd"]
 #   FAILOVER_ARGS    extra flags for failover.mjs (e.g. "--election-timeout-ms 150")
 #   RESTART_RUNS     [3]; 0 skips the restart measurement
+#   FLOOR            [1]; 0 skips the floor measurement
 #   HOSTILE          [0]; 1 runs bench/hostile.mjs after the rest
 #   HOSTILE_DURATION [10] seconds per hostile phase
 #   HOSTILE_ARGS     extra flags for hostile.mjs (e.g. "--phases baseline,flood")
@@ -60,6 +64,7 @@ export OUT="${OUT:-$ROOT/bench/results/$(date +%Y%m%d-%H%M%S)}"
 FAILOVER_TRIALS="${FAILOVER_TRIALS:-5}"
 FAILOVER_SYSTEMS="${FAILOVER_SYSTEMS:-latchkey,etcd}"
 RESTART_RUNS="${RESTART_RUNS:-3}"
+FLOOR="${FLOOR:-1}"
 HOSTILE="${HOSTILE:-0}"
 HOSTILE_DURATION="${HOSTILE_DURATION:-10}"
 unset LATCHKEY_ENDPOINTS LATCHKEY_PIDS # compare.sh starts latchkey itself from this checkout
@@ -102,6 +107,15 @@ if [ "$RESTART_RUNS" != 0 ]; then
   done
 fi
 
+# 6. the physical floor, read by targets.mjs
+if [ "$FLOOR" != 0 ]; then
+  echo "== bench: floor.mjs (loopback NDJSON echo, append + fsync)" >&2
+  if ! node "$BENCH_DIR/floor.mjs" --json-out "$OUT/floor.jsonl" >"$OUT/floor.txt" 2>>"$OUT/floor.log"; then
+    echo "bench: floor.mjs failed (see $OUT/floor.log)" >&2
+    status=1
+  fi
+fi
+
 # 7. slow and hostile clients
 if [ "$HOSTILE" = 1 ]; then
   echo "== bench: hostile.mjs --duration $HOSTILE_DURATION ${HOSTILE_ARGS:-}" >&2
@@ -134,5 +148,6 @@ echo "results in $OUT:"
 echo "  results.jsonl, table.txt, table.md, bench.log, peers.log, conditions.txt (compare.sh)"
 [ "$FAILOVER_TRIALS" != 0 ] && echo "  failover.jsonl, failover.txt, failover.log (bench/failover.mjs)"
 [ "$RESTART_RUNS" != 0 ] && echo "  restart.jsonl, restart.log (bench/restart.mjs)"
+[ "$FLOOR" != 0 ] && echo "  floor.jsonl, floor.txt, floor.log (floor.mjs)"
 [ "$HOSTILE" = 1 ] && echo "  hostile/hostile.jsonl, hostile/hostile.txt, hostile/n*.log, hostile.log (bench/hostile.mjs)"
 exit "$status"

@@ -3,8 +3,10 @@
 //
 //   node bench/targets.mjs RESULTS_DIR
 //
-// Reads RESULTS_DIR/results.jsonl (compare.sh), failover.jsonl (bench/failover.mjs) and
-// restart.jsonl (bench/restart.mjs); a missing file leaves its rows out.
+// Reads RESULTS_DIR/results.jsonl (compare.sh), failover.jsonl (bench/failover.mjs),
+// restart.jsonl (bench/restart.mjs) and floor.jsonl (../shared/bench/floor.mjs); a missing file
+// leaves its rows out. With the floor, it also says what each throughput and latency goal asks
+// of this machine before latchkey does any work.
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -22,6 +24,7 @@ const lines = (file) => {
 const bench = lines('results.jsonl').filter((r) => r.kind === 'bench');
 const failover = lines('failover.jsonl');
 const restart = lines('restart.jsonl');
+const floor = lines('floor.jsonl');
 
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -73,3 +76,28 @@ const line = (cells) => cells.map((c, i) => String(c).padEnd(widths[i])).join(' 
 console.log(line(header));
 for (const r of rows) console.log(line(r));
 console.log('median of runs, every run in brackets; ratios are latchkey/etcd on the same machine in the same run');
+
+// What the goals ask of the machine itself, from floor.mjs: an NDJSON echo server (parse and
+// answer, nothing else) and append + fdatasync of the disk. A goal beyond these cannot be met
+// by any code on this machine with majority-durable answers.
+const floorOf = (measure) => floor.find((f) => f.measure === measure);
+const echo = floorOf('tcp-closed-loop');
+const ping = floorOf('tcp-pingpong');
+const disk = floorOf('disk-append4k-fdatasync');
+if (echo && disk) {
+  const etcdOf = (workload, pick) => median(runsOf('etcd', workload, pick));
+  console.log('');
+  console.log('the floor of this machine (floor.mjs), against the goals:');
+  const cycles = etcdOf('uncontended', (r) => r.ops_per_s);
+  if (cycles) {
+    const need = 2 * 10 * cycles;
+    console.log(`- uncontended >= 10x: ${fmt(need)} requests/s (acquire + release); an echo server with ${echo.conns} closed-loop connections serves ${fmt(echo.round_trips_per_s)}/s (${fmt(100 * need / echo.round_trips_per_s)}% of it), and each latchkey request also makes a round trip to a follower and waits for an fdatasync`);
+  }
+  const p99 = etcdOf('uncontended', (r) => r.acquire_ms?.p99);
+  if (p99) console.log(`- acquire p99 <= 0.1x: ${fmt(p99 / 10)} ms; fdatasync alone: p50 ${fmt(disk.latency_ms.p50)} ms, p99 ${fmt(disk.latency_ms.p99)} ms; the echo server's p99 with ${echo.conns} connections: ${fmt(echo.rtt_ms.p99)} ms`);
+  const handoffs = etcdOf('contended', (r) => r.ops_per_s);
+  if (handoffs) {
+    const budget = 1000 / (20 * handoffs);
+    console.log(`- contended >= 20x: ${fmt(budget)} ms per hand-off, and hand-offs are serial: each waits for one majority-durable append (fdatasync p50 ${fmt(disk.latency_ms.p50)} ms) and at least two round trips (${fmt(ping?.rtt_ms.p50)} ms each, idle)`);
+  }
+}

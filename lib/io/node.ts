@@ -21,6 +21,7 @@ import type { PeerMessage } from '../replica/peer-messages';
 import { writeFileAtomic } from './atomic-file';
 import { startClientListener, type ClientListener } from './client-listener';
 import { DiskLog, type FsyncMode, type LogEntry } from './disk-log';
+import { commandText } from './entry-codec';
 import { FileStore } from './file-store';
 import { isConnectionless, type ClientConnection, type ConnectionHandle, type ConnectionKind, type PushEvent, type RequestSink, type StatusInfo } from './front-door';
 import type { GrpcListener, GrpcTlsConfig } from './grpc-listener';
@@ -307,6 +308,7 @@ export class LatchkeyNode implements RequestSink {
           .catch((err: Error) => this.fail(err))
           .finally(() => this.schedule());
       }
+      this.transport.flush();
     } catch (err) {
       this.fail(err as Error);
     }
@@ -357,7 +359,7 @@ export class LatchkeyNode implements RequestSink {
 
   private async appendEntries(entries: readonly Entry<Command>[]): Promise<void> {
     const records: LogEntry[] = entries.map((entry) => ({
-      index: entry.index, term: entry.term, data: Buffer.from(JSON.stringify(entry.data), 'utf8'),
+      index: entry.index, term: entry.term, data: Buffer.from(commandText(entry), 'utf8'),
     }));
     const started = performance.now();
     // With --fsync always each entry gets its own write + fsync (the disk log merges nothing in

@@ -2,7 +2,7 @@
 // left by a crash is cut (never misread), and truncation, compaction and rotation keep the
 // segment files consistent with what replay returns.
 import { expect } from 'chai';
-import { promises as fs } from 'node:fs';
+import { constants as fsConstants, promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -410,24 +410,43 @@ describe('DiskLog: segments', () => {
 });
 
 describe('DiskLog: concurrent appends', () => {
-  /** Counts fdatasync calls on every FileHandle while `run` runs. */
-  async function countDatasyncs(run: () => Promise<void>): Promise<number> {
+  /** Counts writes on every FileHandle while `run` runs: with fsync on, each is one durable
+   *  write (the append handle is O_DSYNC, see the next test). */
+  async function countWrites(run: () => Promise<void>): Promise<number> {
     const probe = await fs.open(path.join(root, 'probe'), 'w');
-    const prototype = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
+    const prototype = Object.getPrototypeOf(probe) as { writev: (...args: unknown[]) => Promise<unknown> };
     await probe.close();
-    const original = prototype.datasync;
+    const original = prototype.writev;
     let count = 0;
-    prototype.datasync = function (this: unknown) {
+    prototype.writev = function (this: unknown, ...args: unknown[]) {
       count += 1;
-      return original.call(this);
+      return original.apply(this, args);
     };
     try {
       await run();
     } finally {
-      prototype.datasync = original;
+      prototype.writev = original;
     }
     return count;
   }
+
+  /** The open flags of the log's append handle, from /proc (Linux). */
+  async function appendHandleFlags(log: DiskLog): Promise<number> {
+    const fd = (log as unknown as { handle: { fd: number } }).handle.fd;
+    const info = await fs.readFile(`/proc/self/fdinfo/${fd}`, 'utf8');
+    return parseInt(/flags:\s+([0-7]+)/.exec(info)?.[1] ?? 'x', 8);
+  }
+
+  it('appends through an O_DSYNC handle with fsync on, and a plain one with fsync never', async () => {
+    for (const fsync of ['batch', 'always', 'never'] as const) {
+      const log = await open({ fsync, segmentBytesMax: 200 });
+      // Also after rotating to a new segment, which opens a new handle.
+      for (let i = 1; i <= 6; i++) await log.append([entry(i)]);
+      expect((await appendHandleFlags(log)) & fsConstants.O_DSYNC, fsync).to.equal(fsync === 'never' ? 0 : fsConstants.O_DSYNC);
+      await log.close();
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
 
   async function appendMany(log: DiskLog, batches: number): Promise<number> {
     const pending: Array<Promise<void>> = [];
@@ -445,7 +464,7 @@ describe('DiskLog: concurrent appends', () => {
     it(`keeps every one of 300 unawaited appends, in order (fsync ${fsync})`, async () => {
       const log = await open({ fsync, segmentBytesMax: 4096 });
       let last = 0;
-      const syncs = await countDatasyncs(async () => {
+      const syncs = await countWrites(async () => {
         last = await appendMany(log, 300);
       });
       expect(log.lastIndex).to.equal(last);
