@@ -22,6 +22,17 @@
 // the thread pool instead of two. In 'batch' mode, appends that queue up behind a running flush
 // are merged into the next single durable write (group commit). Creating or removing a segment fsyncs the
 // directory, because the file's own fsync does not cover its name.
+//
+// Preallocation: with fsync on, the last segment is kept ahead of the appends with zeros,
+// written (not fallocated: ext4 would convert unwritten extents on each append, a metadata
+// commit again) in the background, in steps that grow from 64 KiB to 4 MiB. An append that only
+// overwrites bytes the file already has changes no metadata, so its durable write skips the
+// journal commit: on the development machine that cut the latency of a small durable append by
+// about a third at the median and more in the tail. A zero header is where the records end;
+// open() cuts the zeros off the last segment (they are made again) so that nothing a torn write
+// left behind them can ever be read as a record. Appends never write into a range that is being
+// zeroed (they wait for it), and every operation that replaces or cuts the file waits for the
+// zeroing first.
 import { constants as fsConstants, promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
@@ -81,6 +92,12 @@ const appendsPerGroupMax = 1024;
 const groupBytesMax = 16 * 1024 * 1024;
 const segmentNameDigits = 20;
 const segmentNamePattern = /^\d{20}\.seg$/;
+/** Preallocation steps: the first is small (a short-lived log writes little), each next one
+ *  twice the last, up to the largest. A step starts when less than half a step is left. */
+const preallocateBytesFirst = 64 * 1024;
+const preallocateBytesMax = 4 * 1024 * 1024;
+const zeroBytes = 1024 * 1024;
+let zeros: Buffer | null = null;
 
 assert(recordBodyBytesMax <= 0xffffffff, 'a body length fits its u32 field');
 assert(groupBytesMax >= recordBodyBytesMax, 'a group can hold the largest record');
@@ -122,6 +139,14 @@ export class DiskLog {
   /** The first I/O error of a mutation. The disk state is then unknown (a failed fsync may have
    *  dropped dirty pages), so every later call fails with it and the node must restart. */
   private failure: unknown = null;
+  /** Bytes of the last segment's file: its records, then the zeros made ahead of them. */
+  private tailFileBytes: number;
+  /** The zeroing running now, and where it starts (appends must stay below it). */
+  private preallocation: Promise<void> | null = null;
+  private preallocationFrom = Infinity;
+  private preallocateBytesNext = preallocateBytesFirst;
+  /** Set when zeroing failed once: it is only a speed-up, the log goes on without it. */
+  private preallocationOff = false;
 
   private constructor(
     private readonly dir: string,
@@ -131,7 +156,10 @@ export class DiskLog {
     private readonly segments: Segment[],
     /** Open for writing on the last segment. */
     private handle: FileHandle,
-  ) {}
+  ) {
+    // open() cut any zeros off the last segment: the file ends at its last record.
+    this.tailFileBytes = this.tail.sizeBytes;
+  }
 
   /** Opens (creating if needed) the log in `dir`, cutting a torn tail left by a crash, and
    *  hands its entries to options.replay if given. */
@@ -215,6 +243,7 @@ export class DiskLog {
     return this.enqueueTask('close', false, async () => {
       if (this.closed) return;
       this.closed = true;
+      await this.preallocationSettled();
       await this.handle.close();
     });
   }
@@ -328,6 +357,9 @@ export class DiskLog {
       await this.rotate();
     }
     const segment = this.tail;
+    let writeEndBytes = segment.sizeBytes;
+    for (const buffer of buffers) writeEndBytes += buffer.length;
+    if (writeEndBytes > this.preallocationFrom) await this.preallocationSettled();
     // With fsync on, the handle is O_DSYNC: the write returns once its data (and the size that
     // finds it) is on the disk, like write + fdatasync but one trip through the thread pool.
     await writeAll(this.handle, buffers, segment.sizeBytes);
@@ -335,14 +367,45 @@ export class DiskLog {
     for (const batch of batches) {
       if (batch.count > 0) addBatch(segment, batch);
     }
+    this.tailFileBytes = Math.max(this.tailFileBytes, segment.sizeBytes);
+    this.preallocate();
+  }
+
+  /** Starts zeroing the next step of the last segment if the appends are getting close to the
+   *  end of what is zeroed (see "Preallocation" above). Never past segmentBytesMax. */
+  private preallocate(): void {
+    if (!this.sync || this.preallocation !== null || this.preallocationOff) return;
+    const from = this.tailFileBytes;
+    const ahead = from - this.tail.sizeBytes;
+    if (ahead >= this.preallocateBytesNext / 2 || from >= this.segmentBytesMax) return;
+    const bytes = Math.min(this.preallocateBytesNext, this.segmentBytesMax - from);
+    this.preallocateBytesNext = Math.min(preallocateBytesMax, this.preallocateBytesNext * 2);
+    this.preallocationFrom = from;
+    this.preallocation = writeZeros(this.handle, from, bytes)
+      .then(() => {
+        this.tailFileBytes = Math.max(this.tailFileBytes, from + bytes);
+      }, () => {
+        this.preallocationOff = true;
+      })
+      .finally(() => {
+        this.preallocation = null;
+        this.preallocationFrom = Infinity;
+      });
+  }
+
+  /** Waits for a running zeroing; the operations that close, cut or replace the file call it. */
+  private async preallocationSettled(): Promise<void> {
+    if (this.preallocation !== null) await this.preallocation;
   }
 
   /** Starts a new segment at lastIndex + 1. The old one is already durable (or 'never'). */
   private async rotate(): Promise<void> {
+    await this.preallocationSettled();
     const previous = this.tail;
     const handle = await createSegmentFile(this.dir, previous.lastIndex + 1, this.sync);
     await this.handle.close();
     this.handle = handle;
+    this.tailFileBytes = 0;
     this.segments.push(emptySegment(previous.lastIndex + 1, previous.lastTerm));
   }
 
@@ -378,6 +441,7 @@ export class DiskLog {
     const position = this.segments.findIndex((segment) => fromIndex <= segment.lastIndex);
     const segment = this.segments[position];
     assert(segment.baseIndex <= fromIndex, 'segments are contiguous');
+    await this.preallocationSettled();
     const cut = await this.locate(position, fromIndex);
     const removing = this.segments.length - 1 > position;
     if (removing) {
@@ -395,6 +459,7 @@ export class DiskLog {
     segment.lastIndex = fromIndex - 1;
     segment.lastTerm = cut.previousTerm;
     segment.sizeBytes = cut.offsetBytes;
+    this.tailFileBytes = cut.offsetBytes;
     segment.checkpointsBytes.length = Math.ceil((fromIndex - segment.baseIndex) / checkpointStride);
   }
 
@@ -432,6 +497,7 @@ export class DiskLog {
   private async resetNow(nextIndex: number): Promise<void> {
     assert(Number.isSafeInteger(nextIndex), 'reset nextIndex is an integer');
     assert(nextIndex >= 1, 'reset nextIndex is at least 1');
+    await this.preallocationSettled();
     await this.handle.close();
     // Newest first, as in truncateSuffix: every intermediate state is a prefix of the old log.
     while (this.segments.length > 0) {
@@ -439,6 +505,7 @@ export class DiskLog {
       this.segments.pop();
     }
     this.handle = await createSegmentFile(this.dir, nextIndex, this.sync);
+    this.tailFileBytes = 0;
     this.segments.push(emptySegment(nextIndex, 0));
   }
 }
@@ -535,6 +602,8 @@ interface RecordView {
 
 type ScanStop =
   | 'end'
+  /** Zeros where the next header would be: the preallocated rest of the file. */
+  | 'preallocated'
   | 'visitor'
   | 'short_header'
   | 'short_body'
@@ -603,6 +672,7 @@ async function scanRecords(
       return stop(filled === at ? 'end' : 'short_header');
     }
     const bodyBytes = chunk.readUInt32LE(at);
+    if (bodyBytes === 0 && chunk.readUInt32LE(at + 4) === 0) return stop('preallocated');
     if (bodyBytes < entryHeaderBytes || bodyBytes > recordBodyBytesMax) return stop('bad_length');
     if (filled - at < recordHeaderBytes + bodyBytes && !(await need(recordHeaderBytes + bodyBytes))) return stop('short_body');
     const bodyStart = at + recordHeaderBytes;
@@ -687,6 +757,17 @@ async function writeAll(handle: FileHandle, buffers: Buffer[], positionBytes: nu
   }
 }
 
+/** Writes `bytes` zeros at `position` (preallocation). With write(), not writev(), so tests
+ *  that count appends by their writev calls do not count these. */
+async function writeZeros(handle: FileHandle, position: number, bytes: number): Promise<void> {
+  zeros ??= Buffer.alloc(zeroBytes);
+  for (let done = 0; done < bytes;) {
+    const { bytesWritten } = await handle.write(zeros, 0, Math.min(zeros.length, bytes - done), position + done);
+    assert(bytesWritten > 0, 'write makes progress');
+    done += bytesWritten;
+  }
+}
+
 /** Corruption found after open() validated the segment: the disk changed under us. */
 function damaged(segment: Segment, end: ScanEnd): Error {
   return new Error(
@@ -720,6 +801,13 @@ async function loadSegments(dir: string, sync: boolean, warn: Warn, replay: Open
     }
     const { segment, end, fileBytes } = await loadSegment(dir, baseIndex, previous?.lastTerm ?? 0, replay);
     segments.push(segment);
+    if (end.stop === 'preallocated') {
+      // Zeros past the last record: room made for appends, not damage. Only the last segment is
+      // cut back to its records (the room is made again): bytes a torn write left further on
+      // must never be read as records after the next appends.
+      if (i === names.length - 1) await cutTail(dir, [], { name: names[i], offsetBytes: end.endBytes }, sync);
+      continue;
+    }
     if (end.stop !== 'end') {
       await cutTail(dir, names.slice(i + 1), { name: names[i], offsetBytes: end.endBytes }, sync);
       warn('disk_log_tail_cut', {
