@@ -23,7 +23,7 @@ import { DiskLog, type FsyncMode, type LogEntry } from './disk-log';
 import { commandText } from './entry-codec';
 import { FileStore } from './file-store';
 import { isConnectionless, type ClientConnection, type ConnectionHandle, type ConnectionKind, type PushEvent, type RequestSink, type StatusInfo } from './front-door';
-import { startGrpcListener, type GrpcListener, type GrpcTlsConfig } from './grpc-listener';
+import type { GrpcListener, GrpcTlsConfig } from './grpc-listener';
 import { readHardState, writeHardState } from './hard-state';
 import { startHttpListener } from './http-listener';
 import type { Logger } from './logger';
@@ -108,25 +108,27 @@ export class LatchkeyNode implements RequestSink {
     const { options } = this;
     const logger = options.logger;
     await fs.mkdir(options.dataDir, { recursive: true });
+    const hardState = await readHardState(options.dataDir);
+    const snapshot = await this.readSnapshot();
+    // Replay the log tail after the snapshot, in the pass that opening the log makes anyway;
+    // what is committed is learned from the leader (or, alone, by electing ourselves), and
+    // applied then. Each entry is decoded once, here, straight from the read buffer.
+    let entries: Entry<Command>[] = [];
     this.log = await DiskLog.open(path.join(options.dataDir, 'log'), {
       fsync: options.fsync,
       onWarn: (event, fields) => logger.warn(event, fields),
+      replay: {
+        from: (snapshot?.index ?? 0) + 1,
+        onEntry: (index, term, bytes, start, end) => {
+          entries.push({ index, term, data: JSON.parse(bytes.toString('utf8', start, end)) as Command | null });
+        },
+      },
     });
-    const hardState = await readHardState(options.dataDir);
-    const snapshot = await this.readSnapshot();
-    // Replay the log tail after the snapshot; what is committed is learned from the leader (or,
-    // alone, by electing ourselves), and applied then.
-    const entries: Entry<Command>[] = [];
     if (snapshot !== null && !(await this.logFollowsSnapshot(snapshot))) {
       // A crash between writing an installed snapshot and resetting the log (DESIGN §7): the log
       // ends before the snapshot, or runs past it on another branch. Finish the reset.
       await this.log.reset(snapshot.index + 1);
-    }
-    const from = Math.max(this.log.firstIndex, (snapshot?.index ?? 0) + 1);
-    if (from <= this.log.lastIndex) {
-      await this.log.replay(from, (entry) => {
-        entries.push({ index: entry.index, term: entry.term, data: JSON.parse(entry.data.toString('utf8')) as Command | null });
-      });
+      entries = [];
     }
     this.replica = new Replica({
       nodeId: options.id,
@@ -183,6 +185,9 @@ export class LatchkeyNode implements RequestSink {
     }
     if (options.grpc !== undefined) {
       const grpcTls = options.grpcTls ?? options.tls;
+      // Loaded only when asked for: @grpc/grpc-js and the service take ~0.1 s to load, and every
+      // restart (issue 7: serving again within 3 s) would pay for them.
+      const { startGrpcListener } = await import('./grpc-listener');
       this.grpc = await startGrpcListener({
         host: options.grpc.host, port: options.grpc.port, sink: this, metrics: this.metrics, logger,
         ...(grpcTls === undefined ? {} : { tls: grpcTls }),

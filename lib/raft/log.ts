@@ -52,6 +52,26 @@ export class RaftLog<P> {
     this.entries.push(entry);
   }
 
+  /**
+   * Start-up: appends what was read back from disk, all at once (a restart may bring back a
+   * million entries). Entries at or below lastIndex are skipped; the rest must continue the log
+   * without gaps and without lowering the term. `entries` is copied, not kept.
+   */
+  load(entries: readonly Entry<P>[]): void {
+    let from = 0;
+    while (from < entries.length && (entries[from] as Entry<P>).index <= this.lastIndex) from++;
+    let index = this.lastIndex;
+    let term = this.lastTerm;
+    for (let i = from; i < entries.length; i++) {
+      const entry = entries[i] as Entry<P>;
+      assert(entry.index === index + 1, 'loaded entries continue the log without a gap');
+      assert(entry.term >= term, 'loaded entries do not lower the term');
+      index = entry.index;
+      term = entry.term;
+    }
+    this.entries = this.entries.concat(from === 0 ? entries : entries.slice(from));
+  }
+
   /** Drops every entry with index >= `from` (a conflict, §5.3). */
   truncateFrom(from: number): void {
     assert(from > this.snapshotIndex, `truncate at ${from} below the snapshot ${this.snapshotIndex}`);

@@ -130,7 +130,7 @@ export class Raft<P> {
       this.commitIndex = state.snapshot.index;
       this.appliedIndex = state.snapshot.index;
     }
-    for (const entry of state.entries) if (entry.index > this.log.lastIndex) this.log.append(entry);
+    this.log.load(state.entries);
     this.log.stableIndex = this.log.lastIndex;
     this.log.persistingIndex = this.log.lastIndex;
     this.resetElectionTimer(now);

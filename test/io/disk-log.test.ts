@@ -45,6 +45,16 @@ async function replayAll(log: DiskLog, from = log.firstIndex, to?: number): Prom
   return result;
 }
 
+/** Opens the log with a start-up replay from `from` and hands back what it was given, copied. */
+async function openReplaying(from: number, extra: Partial<DiskLogOptions> = {}): Promise<{ log: DiskLog; seen: LogEntry[] }> {
+  const seen: LogEntry[] = [];
+  const log = await open({
+    ...extra,
+    replay: { from, onEntry: (index, term, bytes, start, end) => seen.push({ index, term, data: Buffer.from(bytes.subarray(start, end)) }) },
+  });
+  return { log, seen };
+}
+
 /** Entries as comparable plain values. */
 function plain(list: LogEntry[]): Array<[number, number, string]> {
   return list.map((e) => [e.index, e.term, e.data.toString('hex')]);
@@ -133,6 +143,19 @@ describe('DiskLog: open, append, replay', () => {
     expect(plain(await replayAll(log))).to.deep.equal(plain(entries(1, 3)));
   });
 
+  it('replays while it opens: every kept entry from `from` on, in order, across segments', async () => {
+    const log = await open({ segmentBytesMax: 200 });
+    for (let index = 1; index <= 300; index += 7) await log.append(entries(index, Math.min(index + 6, 300)));
+    await log.close();
+    expect((await segmentNames()).length).to.be.greaterThan(2);
+    const all = await openReplaying(1, { segmentBytesMax: 200 });
+    expect(plain(all.seen)).to.deep.equal(plain(entries(1, 300)));
+    expect(plain(all.seen)).to.deep.equal(plain(await replayAll(all.log)));
+    await all.log.close();
+    expect(plain((await openReplaying(290)).seen)).to.deep.equal(plain(entries(290, 300)));
+    expect((await openReplaying(301)).seen).to.deep.equal([]);
+  });
+
   it('rejects an append that is not contiguous or lowers the term, and stays usable', async () => {
     const log = await open();
     await log.append(entries(1, 3, 2));
@@ -160,22 +183,105 @@ describe('DiskLog: open, append, replay', () => {
   });
 });
 
+/** Where the records of a segment file end: the first zero header, or the end of the file. */
+async function recordsEndBytes(file: string): Promise<number> {
+  const bytes = await fs.readFile(file);
+  let at = 0;
+  while (at + 8 <= bytes.length && bytes.readUInt32LE(at) !== 0) at += 8 + bytes.readUInt32LE(at);
+  return Math.min(at, bytes.length);
+}
+
+describe('DiskLog: preallocation', () => {
+  it('keeps zeros ahead of the appends with fsync on, none with fsync never, and cuts them at open', async () => {
+    for (const fsync of ['batch', 'never'] as const) {
+      const log = await open({ fsync });
+      for (let i = 1; i <= 50; i++) await log.append([entry(i)]);
+      const file = await lastSegmentPath();
+      const records = await recordsEndBytes(file);
+      const size = async (): Promise<number> => (await fs.stat(file)).size;
+      // The zeroing runs in the background: wait for it to land.
+      for (let i = 0; i < 100 && fsync === 'batch' && await size() === records; i++) await new Promise((r) => setTimeout(r, 10));
+      if (fsync === 'batch') expect(await size(), 'zeros ahead').to.be.greaterThan(records);
+      else expect(await size()).to.equal(records);
+      await log.close();
+      const reopened = await open({ fsync });
+      expect(reopened.lastIndex).to.equal(50);
+      expect(await size()).to.equal(records);
+      expect(warnings).to.deep.equal([]);
+      await reopened.close();
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('an append into the range being zeroed waits for the zeroing', async () => {
+    // Zeros are written with write(), appends with writev(): slow the zeros down so that the
+    // appends behind the first one reach the range while it is still being zeroed.
+    const probe = await fs.open(path.join(root, 'probe'), 'w');
+    const prototype = Object.getPrototypeOf(probe) as { write: (...args: unknown[]) => Promise<unknown> };
+    await probe.close();
+    const original = prototype.write;
+    prototype.write = function (this: unknown, ...args: unknown[]) {
+      return new Promise((resolve) => setTimeout(resolve, 30)).then(() => original.apply(this, args));
+    };
+    const big = (index: number): LogEntry => entry(index, 1, `command-${index}-${'x'.repeat(1000)}`);
+    try {
+      const log = await open();
+      const pending: Promise<void>[] = [];
+      for (let first = 1; first <= 200; first += 20) pending.push(log.append(Array.from({ length: 20 }, (_, i) => big(first + i))));
+      await Promise.all(pending);
+      await log.close();
+    } finally {
+      prototype.write = original;
+    }
+    const replayed = await replayAll(await open());
+    expect(replayed.map((e) => e.index)).to.deep.equal(Array.from({ length: 200 }, (_, i) => i + 1));
+  });
+
+  it('appends, truncates, rotates and compacts across the zeros without losing a record', async () => {
+    const log = await open({ segmentBytesMax: 256 * 1024 });
+    let last = 0;
+    const big = (index: number): LogEntry => entry(index, 1, `command-${index}-${'x'.repeat(1000)}`);
+    for (let round = 0; round < 40; round++) {
+      const batch = Array.from({ length: 20 }, (_, i) => big(last + 1 + i));
+      await log.append(batch);
+      last += 20;
+      if (round % 7 === 6) {
+        await log.truncateSuffix(last - 5);
+        last -= 6;
+      }
+    }
+    expect((await segmentNames()).length).to.be.greaterThan(2);
+    await log.close();
+    const reopened = await open({ segmentBytesMax: 256 * 1024 });
+    const replayed = await replayAll(reopened);
+    expect(replayed.map((e) => e.index)).to.deep.equal(Array.from({ length: last }, (_, i) => i + 1));
+    expect(replayed.every((e) => e.data.toString() === big(e.index).data.toString())).to.equal(true);
+    expect(warnings).to.deep.equal([]);
+  });
+});
+
 describe('DiskLog: torn tail after a crash', () => {
-  /** Writes entries 1..10 in three batches, closes, and hands back the segment path. */
+  /** Writes entries 1..10 in three batches, closes, and hands back the segment path. The file
+   *  is cut to its records (the zeros made ahead of them are the next tests' subject), so each
+   *  damage below is at the end of the file, where a crash leaves it. */
   async function writeTen(): Promise<string> {
     const log = await open();
     await log.append(entries(1, 4));
     await log.append(entries(5, 9));
     await log.append([entry(10)]);
     await log.close();
-    return lastSegmentPath();
+    const file = await lastSegmentPath();
+    await fs.truncate(file, await recordsEndBytes(file));
+    return file;
   }
 
   /** Reopens, expects entries 1..last and one cut with `reason`, then appends a new next entry
    *  and checks that it survives another reopen without any further cut. */
   async function expectCutTo(last: number, reason: string): Promise<void> {
-    const log = await open();
+    // The start-up replay in open() hands over exactly the entries before the cut, never the bad one.
+    const { log, seen } = await openReplaying(1);
     expect(log.lastIndex).to.equal(last);
+    expect(plain(seen)).to.deep.equal(plain(entries(1, last)));
     expect(plain(await replayAll(log))).to.deep.equal(plain(entries(1, last)));
     expect(warnings.map((w) => [w.event, w.fields.reason])).to.deep.equal([['disk_log_tail_cut', reason]]);
     await log.append([entry(last + 1, 2, 'after-the-cut')]);
@@ -210,10 +316,43 @@ describe('DiskLog: torn tail after a crash', () => {
     await expectCutTo(9, 'crc_mismatch');
   });
 
-  it('drops a zero-filled tail (file size extended, data never written)', async () => {
+  it('takes a zero-filled tail for room made ahead, not damage: no cut warned, nothing lost', async () => {
     const file = await writeTen();
     await fs.appendFile(file, Buffer.alloc(4096));
-    await expectCutTo(10, 'bad_length');
+    const { log, seen } = await openReplaying(1);
+    expect(plain(seen)).to.deep.equal(plain(entries(1, 10)));
+    expect(warnings).to.deep.equal([]);
+    // The zeros are cut off at open, and made again ahead of later appends.
+    expect((await fs.stat(file)).size).to.equal(await recordsEndBytes(file));
+    await log.append([entry(11)]);
+    await log.close();
+    expect(plain(await replayAll(await open()))).to.deep.equal(plain(entries(1, 11)));
+  });
+
+  it('never reads a record a torn write left behind zeros', async () => {
+    // A crash part-way through a large write can leave its first blocks unwritten (zeros) and a
+    // later one on the disk. Here that later block is a record that passes every check as index
+    // 13, placed exactly where records 11 and 12 of the next appends will end: were the zeros
+    // not cut at open, the scan after those appends would read it as the log's entry 13.
+    const file = await writeTen();
+    const eleven = entry(11, 3, 'new-eleven');
+    const twelve = entry(12, 3);
+    const staleDir = await fs.mkdtemp(path.join(root, 'stale-'));
+    const other = await DiskLog.open(staleDir, options({ fsync: 'never' }));
+    await other.reset(13);
+    await other.append([entry(13, 3, 'stale-13')]);
+    await other.close();
+    const stale13 = await fs.readFile(path.join(staleDir, segmentName(13)));
+    const gapBytes = 2 * 24 + eleven.data.length + twelve.data.length;
+    await fs.appendFile(file, Buffer.concat([Buffer.alloc(gapBytes), stale13]));
+    // fsync never: no zeros made ahead, which would hide the stale record by chance.
+    const log = await open({ fsync: 'never' });
+    expect(log.lastIndex).to.equal(10);
+    await log.append([eleven]);
+    await log.append([twelve]);
+    await log.close();
+    expect(plain(await replayAll(await open()))).to.deep.equal(plain([...entries(1, 10), eleven, twelve]));
+    expect(warnings).to.deep.equal([]);
   });
 
   it('drops a well-formed record that is not the next index (stale bytes)', async () => {
@@ -237,12 +376,13 @@ describe('DiskLog: torn tail after a crash', () => {
     bytes[bytes.length - 1] ^= 0x01;
     await fs.writeFile(second, bytes);
 
-    const reopened = await open({ segmentBytesMax: 60 });
+    const { log: reopened, seen } = await openReplaying(1, { segmentBytesMax: 60 });
     const secondBase = Number(names[1].slice(0, 20));
     expect(reopened.lastIndex).to.be.lessThan(Number(names[2].slice(0, 20)) - 1);
     expect(reopened.lastIndex).to.be.at.least(secondBase - 1);
     expect(await segmentNames()).to.deep.equal(names.slice(0, 2));
     expect(plain(await replayAll(reopened))).to.deep.equal(plain(entries(1, reopened.lastIndex)));
+    expect(plain(seen)).to.deep.equal(plain(entries(1, reopened.lastIndex)));
     expect(warnings[0].fields.segmentsRemoved).to.deep.equal(names.slice(2));
   });
 });

@@ -54,6 +54,30 @@ describe('RaftLog', () => {
     });
   });
 
+  describe('load (start-up)', () => {
+    it('takes entries read back from disk after the snapshot, skipping those it covers, and keeps no alias', () => {
+      const log = new RaftLog<string>();
+      log.restore(2, 1);
+      const read = [entry(1, 1), entry(2, 1), entry(3, 1), entry(4, 2)];
+      log.load(read);
+      expect([log.firstIndex, log.lastIndex, log.lastTerm]).to.deep.equal([3, 4, 2]);
+      expect(log.slice(3, 4)).to.deep.equal([entry(3, 1), entry(4, 2)]);
+      read.push(entry(5, 2));
+      expect(log.lastIndex).to.equal(4);
+      log.append(entry(5, 2));
+      expect(read.length).to.equal(5);
+    });
+
+    it('refuses a gap or a lower term and then leaves the log as it was', () => {
+      const log = logOf([1, 2]);
+      expect(() => log.load([entry(3, 2), entry(5, 2)])).to.throw(AssertionError, 'without a gap');
+      expect(() => log.load([entry(3, 1)])).to.throw(AssertionError, 'do not lower the term');
+      expect([log.lastIndex, log.lastTerm]).to.deep.equal([2, 2]);
+      log.load([]);
+      expect(log.lastIndex).to.equal(2);
+    });
+  });
+
   describe('termAt and entry around a snapshot', () => {
     // Snapshot at 5 (term 2), entries 6..8 with terms 2, 3, 3.
     function compacted(): RaftLog<string> {
