@@ -117,10 +117,11 @@ describe('DiskLog: open, append, replay', () => {
     expect(log.lastIndex).to.equal(4);
     await log.close();
 
-    const reopened = await open();
+    const { log: reopened, seen } = await openReplaying(1);
     expect(reopened.firstIndex).to.equal(1);
     expect(reopened.lastIndex).to.equal(4);
     expect(plain(await replayAll(reopened))).to.deep.equal(plain(written));
+    expect(plain(seen)).to.deep.equal(plain(written));
     expect(warnings).to.deep.equal([]);
   });
 
