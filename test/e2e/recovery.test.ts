@@ -226,13 +226,14 @@ describe('e2e: restart recovery', function () {
     expect(fresh['token']).to.be.greaterThan(Math.max(...allTokens));
   });
 
-  /** Walks the records of a segment: [offset, index] of each whole record. */
+  /** Walks the records of a segment: [offset, index] of each whole record, up to the end of the
+   *  file or the zeros the log keeps ahead of its appends (a zero header). */
   function records(buf: Buffer): Array<{ offset: number; index: number; end: number }> {
     const out: Array<{ offset: number; index: number; end: number }> = [];
     let at = 0;
     while (at + 8 <= buf.length) {
       const body = buf.readUInt32LE(at);
-      if (at + 8 + body > buf.length) break;
+      if (body === 0 || at + 8 + body > buf.length) break;
       const index = buf.readUInt32LE(at + 8) + buf.readUInt32LE(at + 12) * 0x100000000;
       out.push({ offset: at, index, end: at + 8 + body });
       at += 8 + body;
@@ -305,10 +306,15 @@ describe('e2e: restart recovery', function () {
       expect(n1.proc.exitCode).to.equal(0);
 
       const seg = await lastSegment(dir);
-      const content = await fs.readFile(seg);
-      expect(records(content).length, 'the segment holds whole records').to.be.greaterThan(3);
+      const file = await fs.readFile(seg);
+      const written = records(file);
+      expect(written.length, 'the segment holds whole records').to.be.greaterThan(3);
+      // The torn write lands right after the last record, over the zeros kept ahead (if any).
+      const content = file.subarray(0, written[written.length - 1]!.end);
       const garbage = torn.tail(content);
-      await fs.appendFile(seg, garbage);
+      const handle = await fs.open(seg, 'r+');
+      await handle.write(garbage, 0, garbage.length, content.length);
+      await handle.close();
 
       const n2 = await startNodeProcess({ dataDir: dir });
       const warnings = n2.logs().filter((l) => l['level'] === 'warn');
@@ -325,7 +331,7 @@ describe('e2e: restart recovery', function () {
       const after = await fs.readFile(seg);
       expect(after.subarray(0, content.length).equals(content), 'the records before the cut are untouched').to.equal(true);
       const rs = records(after);
-      expect(rs[rs.length - 1]!.end, 'the segment ends on a whole record').to.equal(after.length);
+      expect(after.subarray(rs[rs.length - 1]!.end).every((byte) => byte === 0), 'the segment ends on a whole record (then zeros)').to.equal(true);
       for (let i = 1; i < rs.length; i++) expect(rs[i]!.index, 'indexes follow each other').to.equal(rs[i - 1]!.index + 1);
       expect(rs.some((r) => r.offset === content.length) || after.length === content.length, 'a record starts right at the cut').to.equal(true);
       const n3 = await startNodeProcess({ dataDir: dir });
