@@ -27,6 +27,7 @@ import { sameSecret } from '../core/secrets';
 import { defaultStateLimits, type StateLimits } from '../core/limits';
 import { isConnectionless, type ClientConnection, type StatusInfo } from '../io/front-door';
 import { isReplicaMessage, type PeerMessage, type ReplicaMessage } from './peer-messages';
+import { PeerSnapshot } from './peer-snapshot';
 
 export interface ReplicaConfig {
   nodeId: string;
@@ -176,6 +177,7 @@ export class Replica {
   private lastStampedAt = 0;
   /** Index of the last snapshot saved or installed (the disk log is compacted through it). */
   private savedSnapshotIndex = 0;
+  private readonly peerSnapshot = new PeerSnapshot();
   private tickInFlightSince: number | null = null;
   private lastProposalAt = 0;
   private shuttingDown = false;
@@ -194,7 +196,7 @@ export class Replica {
       entriesPerAppendMax: config.entriesPerAppendMax,
       rng: config.rng,
       ...(config.broken === undefined ? {} : { broken: config.broken }),
-      snapshotNow: () => this.snapshotNow(),
+      snapshotNow: () => this.peerSnapshot.get(this.raft.log.snapshotIndex, () => this.snapshotNow()),
     });
   }
 
@@ -753,6 +755,7 @@ export class Replica {
     if (raft.appliedIndex === this.state.appliedIndex) {
       const compactable = raft.compactableIndex(Math.min(this.config.logEntriesKept ?? 2000, this.config.snapshotEveryEntries));
       if (compactable > raft.log.snapshotIndex) raft.compact(compactable);
+      this.peerSnapshot.forgetBefore(raft.log.snapshotIndex);
       if (raft.appliedIndex - this.savedSnapshotIndex >= this.snapshotDueAfter() && raft.appliedIndex <= raft.log.stableIndex) {
         snapshotToSave = this.snapshotNow();
         this.savedSnapshotIndex = snapshotToSave.index;
