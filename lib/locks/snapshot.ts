@@ -42,8 +42,8 @@ import { defaultStateLimits, type StateLimits } from '../core/limits';
 import type { Answer } from '../protocol/answers';
 import { DeadlineHeap, type Deadline, type DeadlineKind } from './deadline-heap';
 import { checkInvariants } from './invariants';
-import type { CachedAnswer, GuardedFile, LockEntry, LockState, Session } from './state';
-import { WaitQueue, type Waiter } from './wait-queue';
+import { pushWaiter, type CachedAnswer, type GuardedFile, type LockEntry, type LockState, type Session } from './state';
+import type { Waiter } from './wait-queue';
 
 export const snapshotVersion = 3;
 const limitKeys: ReadonlyArray<keyof StateLimits> = [
@@ -343,7 +343,7 @@ function decodeLock(fields: Fields, path: string, seq: number): LockEntry {
       reqs: [...w.stringSet('reqs')],
     };
     if (lock.waiters?.get(waiter.client) !== undefined) throw new SnapshotError(`${at}: ${JSON.stringify(waiter.client)} waits twice`);
-    (lock.waiters ??= new WaitQueue()).push(waiter);
+    pushWaiter(lock, waiter);
   });
   return lock;
 }

@@ -20,9 +20,9 @@ import type {
   AcquireCommand, AppendCommand, ByeCommand, Command, DedupCommand, HelloCommand, PreemptCommand, ReleaseCommand,
 } from './commands';
 import type { Deadline } from './deadline-heap';
-import { removeWaiter, shiftWaiter, type LockEntry, type LockState, type Session } from './state';
+import { pushWaiter, removeWaiter, shiftWaiter, type LockEntry, type LockState, type Session } from './state';
 import { utf8ByteLength } from './utf8';
-import { WaitQueue, type Waiter } from './wait-queue';
+import type { Waiter } from './wait-queue';
 
 /** Something a node may have to tell a client other than the answer to the applied command. */
 export type Effect =
@@ -337,7 +337,7 @@ function applyAcquire(state: LockState, session: Session, command: AcquireComman
     leaseMs: command.leaseMs,
     reqs: command.req === undefined ? [] : [command.req],
   };
-  (lock.waiters ??= new WaitQueue()).push(waiter);
+  pushWaiter(lock, waiter);
   session.waits.add(lock.name);
   if (waiter.deadline !== null) {
     pushDeadline(state, { at: waiter.deadline, kind: 'waiter', key: session.client, lock: lock.name, serial: waiter.seq });

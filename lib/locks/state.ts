@@ -4,7 +4,7 @@ import { defaultStateLimits, type StateLimits } from '../core/limits';
 import type { Answer } from '../protocol/answers';
 import type { ConnId } from './commands';
 import { DeadlineHeap } from './deadline-heap';
-import type { WaitQueue, Waiter } from './wait-queue';
+import { WaitQueue, type Waiter } from './wait-queue';
 
 /** A remembered answer for one request_id; `answer` is null while an acquire still waits. */
 export interface CachedAnswer {
@@ -94,6 +94,11 @@ export function checkLock(state: LockState, name: string): Answer {
     return { ok: true, lock_name: name, owner: null, token: null, waiters: 0 };
   }
   return { ok: true, lock_name: name, owner: lock.owner, token: lock.token, waiters: lock.waiters?.length ?? 0 };
+}
+
+/** Queues `waiter` on the lock; the queue is made for its first waiter. */
+export function pushWaiter(lock: LockEntry, waiter: Waiter): void {
+  (lock.waiters ??= new WaitQueue()).push(waiter);
 }
 
 /** Takes `client` out of the lock's queue; the queue goes once it is empty. */

@@ -15,30 +15,29 @@ export interface Waiter {
 }
 
 export class WaitQueue {
-  // Most locks never have a waiter: the array and the index are made on the first push, which
-  // saves about 150 bytes per held lock (issue 7: memory per lock).
-  private items: (Waiter | null)[] | null = null;
+  // A lock has a queue only while someone waits (state.ts, pushWaiter), so the queue itself
+  // needs no lazy parts.
+  private items: (Waiter | null)[] = [];
   private head = 0;
-  private byClient: Map<string, Waiter> | null = null;
+  private readonly byClient = new Map<string, Waiter>();
 
   get length(): number {
-    return this.byClient === null ? 0 : this.byClient.size;
+    return this.byClient.size;
   }
 
   get(client: string): Waiter | undefined {
-    return this.byClient?.get(client);
+    return this.byClient.get(client);
   }
 
   push(waiter: Waiter): void {
-    (this.items ??= []).push(waiter);
-    (this.byClient ??= new Map()).set(waiter.client, waiter);
+    this.items.push(waiter);
+    this.byClient.set(waiter.client, waiter);
   }
 
   /** Removes and returns the first live waiter. */
   shift(): Waiter | undefined {
     const items = this.items;
     const byClient = this.byClient;
-    if (items === null || byClient === null) return undefined;
     while (this.head < items.length) {
       const waiter = items[this.head];
       items[this.head] = null;
@@ -54,8 +53,8 @@ export class WaitQueue {
   }
 
   remove(client: string): Waiter | undefined {
-    const waiter = this.byClient?.get(client);
-    if (waiter === undefined || this.items === null || this.byClient === null) return undefined;
+    const waiter = this.byClient.get(client);
+    if (waiter === undefined) return undefined;
     this.byClient.delete(client);
     const at = this.items.indexOf(waiter, this.head);
     if (at >= 0) this.items[at] = null;
@@ -67,7 +66,6 @@ export class WaitQueue {
   toArray(): Waiter[] {
     const out: Waiter[] = [];
     const items = this.items;
-    if (items === null || this.byClient === null) return out;
     for (let i = this.head; i < items.length; i++) {
       const waiter = items[i];
       if (waiter !== null && waiter !== undefined && this.byClient.get(waiter.client) === waiter) out.push(waiter);
@@ -76,10 +74,8 @@ export class WaitQueue {
   }
 
   private compact(): void {
-    if (this.items === null || this.byClient === null) return;
     if (this.byClient.size === 0) {
-      this.items = null;
-      this.byClient = null;
+      this.items = [];
       this.head = 0;
     } else if (this.head > 32 && this.head * 2 > this.items.length) {
       this.items = this.items.slice(this.head);
