@@ -20,15 +20,15 @@
 // Durability: every mutation is serialized through one queue. An append is one writev on a
 // handle opened O_DSYNC: durable when it returns, like write + fdatasync, in one trip through
 // the thread pool instead of two. In 'batch' mode, appends that queue up behind a running flush
-// are merged into the next single durable write (group commit). Creating or removing a segment fsyncs the
-// directory, because the file's own fsync does not cover its name.
+// are merged into the next single durable write (group commit). Creating or removing a segment
+// fsyncs the directory, because the file's own fsync does not cover its name.
 //
 // Preallocation: with fsync on, the last segment is kept ahead of the appends with zeros,
 // written (not fallocated: ext4 would convert unwritten extents on each append, a metadata
 // commit again) in the background, in steps that grow from 64 KiB to 4 MiB. An append that only
 // overwrites bytes the file already has changes no metadata, so its durable write skips the
-// journal commit: on the development machine that cut the latency of a small durable append by
-// about a third at the median and more in the tail. A zero header is where the records end;
+// journal commit: on the development machine that cut the median latency of a small durable
+// append by about a quarter. A zero header is where the records end;
 // open() cuts the zeros off the last segment (they are made again) so that nothing a torn write
 // left behind them can ever be read as a record. Appends never write into a range that is being
 // zeroed (they wait for it), and every operation that replaces or cuts the file waits for the
@@ -201,8 +201,9 @@ export class DiskLog {
   }
 
   /**
-   * Appends entries (contiguous with lastIndex, terms not decreasing) with one write and, unless
-   * fsync is 'never', durable when written (O_DSYNC); resolves once they are durable. Calls run in order.
+   * Appends entries (contiguous with lastIndex, terms not decreasing) with one write, durable
+   * when written (O_DSYNC) unless fsync is 'never'; resolves once they are durable. Calls run
+   * in call order.
    */
   append(entries: LogEntry[]): Promise<void> {
     let batch: EncodedBatch;
@@ -718,7 +719,7 @@ function seekPoint(segment: Segment, index: number): { index: number; offsetByte
   return { index: segment.baseIndex + k * checkpointStride, offsetBytes: segment.checkpointsBytes[k] };
 }
 
-/** Creates a new, empty segment file ('wx': it must not exist) and makes its name durable. */
+/** Creates a new, empty segment file (O_EXCL: it must not exist) and makes its name durable. */
 async function createSegmentFile(dir: string, baseIndex: number, sync: boolean): Promise<FileHandle> {
   const handle = await fs.open(segmentPath(dir, baseIndex), writeFlags(sync) | fsConstants.O_CREAT | fsConstants.O_EXCL);
   if (sync) await fsyncDirectory(dir);
