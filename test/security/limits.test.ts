@@ -87,6 +87,27 @@ describe('security: limits', function () {
   describe('backpressure', () => {
     const node = nodeForSuite();
 
+    /** A file of `parts` appends of `part`, written under its own lock by a new connection. */
+    async function bigFile(part: string, parts: number): Promise<{ owner: RawClient; file: string }> {
+      const owner = await connectRaw(node().port);
+      const ownerId = randomUUID();
+      const file = `big-${randomUUID()}`;
+      const granted = await owner.request({ action: 'preempt', lock_name: file, client_id: ownerId });
+      expect(granted).to.include({ ok: true });
+      for (let i = 0; i < parts; i++) {
+        const appended = await owner.request({ action: 'append', file, data: part, lock_name: file, token: granted['token'], client_id: ownerId });
+        expect(appended).to.include({ ok: true });
+      }
+      return { owner, file };
+    }
+
+    /** `count` pipelined reads of `file`, a line each, ids 1 to count. */
+    function pipelinedReads(file: string, count: number): string[] {
+      const lines: string[] = [];
+      for (let i = 1; i <= count; i++) lines.push(`{"id":${i},"action":"read","file":"${file}"}\n`);
+      return lines;
+    }
+
     it('stops reading a client that does not read its answers, serves others meanwhile, and loses nothing', async () => {
       const hostile = net.connect(node().port, '127.0.0.1');
       await new Promise((resolve) => hostile.once('connect', resolve));
@@ -135,23 +156,13 @@ describe('security: limits', function () {
     it('cuts off a client that pipelines reads of a large file and never reads, and stays up', async () => {
       // 4096 reads of a 1 MiB file answered in one turn are 4 GiB of answers: the node must cut
       // the client off as its queue passes the bound, not build them all (and fall over).
-      const owner = await connectRaw(node().port);
-      const ownerId = randomUUID();
-      const file = `big-${randomUUID()}`;
-      const granted = await owner.request({ action: 'preempt', lock_name: file, client_id: ownerId });
-      expect(granted).to.include({ ok: true });
       const part = 'x'.repeat(60000);
-      for (let size = 0; size < 1024 * 1024; size += part.length) {
-        const appended = await owner.request({ action: 'append', file, data: part, lock_name: file, token: granted['token'], client_id: ownerId });
-        expect(appended).to.include({ ok: true });
-      }
+      const { owner, file } = await bigFile(part, Math.ceil((1024 * 1024) / part.length));
       const hostile = net.connect(node().port, '127.0.0.1');
       await new Promise((resolve) => hostile.once('connect', resolve));
       hostile.pause(); // never read
       hostile.on('error', () => undefined);
-      const lines: string[] = [];
-      for (let i = 1; i <= 4096; i++) lines.push(`{"id":${i},"action":"read","file":"${file}"}\n`);
-      hostile.write(lines.join(''));
+      hostile.write(pipelinedReads(file, 4096).join(''));
       expect(await closedWithin(hostile, 15000), 'the node cut the client off').to.equal(true);
       expect(node().exited, 'the node is still running').to.equal(false);
       expect(await owner.request({ action: 'status' }, 10000)).to.include({ ok: true });
@@ -162,20 +173,12 @@ describe('security: limits', function () {
     it('delivers every answer to a client that pipelines many large reads and reads them', async () => {
       // Answers are encoded as the client takes them, a megabyte ahead: all of them must still
       // arrive, in order, whether the socket asks for more with 'drain' or took everything.
-      const owner = await connectRaw(node().port);
-      const ownerId = randomUUID();
-      const file = `big-${randomUUID()}`;
-      const granted = await owner.request({ action: 'preempt', lock_name: file, client_id: ownerId });
-      const part = 'y'.repeat(50000);
-      for (let i = 0; i < 6; i++) {
-        expect(await owner.request({ action: 'append', file, data: part, lock_name: file, token: granted['token'], client_id: ownerId })).to.include({ ok: true });
-      }
+      const { owner, file } = await bigFile('y'.repeat(50000), 6);
       owner.close();
       const reader = net.connect(node().port, '127.0.0.1');
       await new Promise((resolve) => reader.once('connect', resolve));
       const reads = 300;
-      const lines: string[] = [];
-      for (let i = 1; i <= reads; i++) lines.push(`{"id":${i},"action":"read","file":"${file}"}\n`);
+      const lines = pipelinedReads(file, reads);
       lines.push(`{"id":"last","action":"status"}\n`);
       reader.write(lines.join(''));
       const ids: unknown[] = [];
